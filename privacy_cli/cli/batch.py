@@ -1,0 +1,71 @@
+"""The batch runner every image command uses: jobs -> results, progress, JSON records, exit code."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from ..errors import PrivpixError
+from ..io import Job
+from ..pipeline import Result
+from .output import DEBUG, Output
+
+
+def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
+    if job.error:
+        return Result(str(job.input), None, "error", error=job.error)
+    try:
+        return fn(job)
+    except PrivpixError as e:
+        return Result(str(job.input), None, "error", error=str(e))
+    except MemoryError:
+        return Result(str(job.input), None, "error", error=f"{job.input}: out of memory")
+    except Exception as e:  # unexpected: still one line, the batch goes on, nothing written
+        if DEBUG:
+            traceback.print_exc()
+        return Result(str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})")
+
+
+def run_jobs(
+    jobs: list[Job],
+    fn: Callable[[Job], Result],
+    out: Output,
+    description: str,
+    workers: int = 1,
+) -> tuple[int, list[Result]]:
+    """Run ``fn`` on every job (``workers`` threads), print records, return (exit code, results).
+
+    Exit code 0 when every job succeeded or was skipped, 1 when any failed.
+    """
+    results: list[Result] = []
+
+    def report(r: Result) -> None:
+        results.append(r)
+        out.record(r.to_json())
+        if r.status == "error":
+            out.error(r.error or f"{r.input}: failed")
+        elif r.status == "skipped":
+            out.info(f"[dim]skipped[/] {r.input}: {r.extra.get('reason', '')}")
+        else:
+            out.line(f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)")
+
+    with out.progress(len(jobs), description) as bar:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                report(_run_one(job, fn))
+                if bar:
+                    bar.advance()
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_run_one, job, fn) for job in jobs]
+                for fut in as_completed(futures):
+                    report(fut.result())
+                    if bar:
+                        bar.advance()
+    n_err = sum(r.status == "error" for r in results)
+    n_ok = sum(r.status == "ok" for r in results)
+    n_skip = sum(r.status == "skipped" for r in results)
+    if len(jobs) > 1 or n_err:
+        out.info(f"{n_ok} written, {n_skip} skipped, {n_err} failed")
+    return (1 if n_err else 0), results

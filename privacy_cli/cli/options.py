@@ -1,0 +1,236 @@
+"""Options shared by every image command, defined once, and the factory that builds a command from them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..io import DEFAULT_MAX_PIXELS
+from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
+
+Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--output",
+        help="Output file (one input) or folder (tree mirrored). Default: next to each input as <stem>_<command><ext>.",
+    ),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON record per image on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel.")]
+QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
+KeepMeta = Annotated[
+    bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
+]
+MaxPixels = Annotated[
+    int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).")
+]
+MaskOpt = Annotated[
+    Path | None, typer.Option("--mask", help="Mask image (any mode, non-zero = sensitive) applied to every input.")
+]
+MaskDirOpt = Annotated[
+    Path | None, typer.Option("--mask-dir", help="Folder of masks matched by stem (<stem>.* or <stem>_mask.*).")
+]
+ResizeMask = Annotated[bool, typer.Option("--resize-mask", help="Scale masks of another size to the image.")]
+BoxesOpt = Annotated[
+    Path | None,
+    typer.Option("--boxes", help="JSON boxes/polygons: a list for every image, or {image name: list}."),
+]
+AnnotationsOpt = Annotated[
+    Path | None, typer.Option("--annotations", help="Visual Redactions annotation JSON (images matched by id = stem).")
+]
+AttributesOpt = Annotated[
+    str | None, typer.Option("--attributes", help="Visual Redactions attr ids to use, e.g. a105_face_all,a49_phone.")
+]
+DetectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--detect",
+        help="Detectors, comma separated: faces, text (see `privpix detect --help`); 'none' to use only given "
+        f"regions. Default: {','.join(DEFAULT_DETECT)} when no other region source is given.",
+    ),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."),
+]
+TextOpt = Annotated[str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")]
+DilateOpt = Annotated[int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels.")]
+BoxScaleOpt = Annotated[
+    float, typer.Option("--box-scale", min=0.1, help="Scale of detected face boxes about their centre.")
+]
+FeatherOpt = Annotated[
+    float, typer.Option("--feather", min=0.0, help="Soft edge width (pixels) added outside the regions.")
+]
+
+
+def split_list(s: str | None) -> list[str]:
+    return [p.strip() for p in s.split(",") if p.strip()] if s else []
+
+
+def region_spec(
+    mask: Path | None,
+    mask_dir: Path | None,
+    resize_mask: bool,
+    boxes: Path | None,
+    annotations: Path | None,
+    attributes: str | None,
+    detect: str | None,
+    threshold: float | None,
+    text: str,
+    dilate: int,
+    box_scale: float,
+    feather: float,
+    device: str,
+) -> RegionSpec:
+    """Reconcile the region options into a RegionSpec (default detection when no source is given)."""
+    from ..errors import UsageError
+
+    if text not in ("pii", "all"):
+        raise UsageError(f"--text {text!r}: use pii or all")
+    spec = RegionSpec(
+        mask=mask,
+        mask_dir=mask_dir,
+        resize_mask=resize_mask,
+        boxes=boxes,
+        annotations=annotations,
+        attributes=split_list(attributes) or None,
+        threshold=threshold,
+        text=text,
+        dilate=dilate,
+        box_scale=box_scale,
+        feather=feather,
+        device=device,
+    )
+    kinds = split_list(detect)
+    if kinds == ["none"]:
+        kinds = []
+    elif detect is None and not spec.has_source():
+        kinds = list(DEFAULT_DETECT)
+    if kinds:
+        from ..detect import list_detectors
+
+        known = list_detectors()
+        bad = [k for k in kinds if k not in known]
+        if bad:
+            raise UsageError(f"--detect {','.join(bad)}: unknown detector; known: {', '.join(known)}")
+    spec.detect = tuple(kinds)
+    for p, flag in ((mask, "--mask"), (boxes, "--boxes"), (annotations, "--annotations")):
+        if p is not None and not Path(p).is_file():
+            raise UsageError(f"{flag} {p}: no such file")
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise UsageError(f"--mask-dir {mask_dir}: no such folder")
+    return spec
+
+
+@dataclass
+class CommonArgs:
+    """The shared options of an image command, after parsing."""
+
+    inputs: list[str]
+    output: Path | None
+    overwrite: bool
+    json: bool
+    quiet: bool
+    device: str
+    workers: int
+    quality: int
+    keep_metadata: bool
+    max_pixels: int
+    spec: RegionSpec
+
+
+def _p(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+COMMON_PARAMS = [
+    _p("inputs", Inputs),
+    _p("output", OutputOpt, None),
+    _p("mask", MaskOpt, None),
+    _p("mask_dir", MaskDirOpt, None),
+    _p("resize_mask", ResizeMask, False),
+    _p("boxes", BoxesOpt, None),
+    _p("annotations", AnnotationsOpt, None),
+    _p("attributes", AttributesOpt, None),
+    _p("detect", DetectOpt, None),
+    _p("threshold", ThresholdOpt, None),
+    _p("text", TextOpt, "pii"),
+    _p("box_scale", BoxScaleOpt, DEFAULT_BOX_SCALE),
+    _p("dilate", DilateOpt, 0),
+    _p("feather", FeatherOpt, 0.0),
+    _p("overwrite", Overwrite, False),
+    _p("quality", QualityOpt, 95),
+    _p("keep_metadata", KeepMeta, False),
+    _p("max_pixels", MaxPixels, DEFAULT_MAX_PIXELS),
+    _p("device", DeviceOpt, "auto"),
+    _p("workers", WorkersOpt, 1),
+    _p("json_out", JsonOpt, False),
+    _p("quiet", QuietOpt, False),
+]
+_COMMON_NAMES = [p.name for p in COMMON_PARAMS]
+
+
+def image_command(
+    extra: list[inspect.Parameter], run: Callable[[CommonArgs, dict[str, Any]], int], doc: str
+) -> Callable[..., None]:
+    """Build a Typer command function with the shared options plus ``extra`` method options.
+
+    ``run(common, method_kwargs) -> exit code`` does the work; options named in ``extra`` arrive
+    in ``method_kwargs``.
+    """
+
+    def command(**kwargs: Any) -> None:
+        from ..detect.base import resolve_device
+
+        device = resolve_device(kwargs["device"])
+        spec = region_spec(
+            kwargs["mask"],
+            kwargs["mask_dir"],
+            kwargs["resize_mask"],
+            kwargs["boxes"],
+            kwargs["annotations"],
+            kwargs["attributes"],
+            kwargs["detect"],
+            kwargs["threshold"],
+            kwargs["text"],
+            kwargs["dilate"],
+            kwargs["box_scale"],
+            kwargs["feather"],
+            device,
+        )
+        common = CommonArgs(
+            inputs=kwargs["inputs"],
+            output=kwargs["output"],
+            overwrite=kwargs["overwrite"],
+            json=kwargs["json_out"],
+            quiet=kwargs["quiet"],
+            device=device,
+            workers=kwargs["workers"],
+            quality=kwargs["quality"],
+            keep_metadata=kwargs["keep_metadata"],
+            max_pixels=kwargs["max_pixels"],
+            spec=spec,
+        )
+        method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
+        code = run(common, method_kwargs)
+        if code:
+            raise typer.Exit(code)
+
+    from .output import cli_errors
+
+    command = cli_errors(command)
+    params = COMMON_PARAMS[:1] + list(extra) + COMMON_PARAMS[1:]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = doc
+    return command

@@ -1,0 +1,61 @@
+"""Obfuscation methods: ``apply(image, mask, **opts) -> image`` registered by name.
+
+Contract: image ``(H, W, 3)`` uint8 RGB, mask ``(H, W)`` float32 in [0, 1] (1 = sensitive, soft
+edges allowed); the result is ``(H, W, 3)`` uint8 equal to the input wherever ``mask == 0``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+
+MethodFn = Callable[..., np.ndarray]
+
+
+@dataclass
+class MethodEntry:
+    name: str
+    fn: MethodFn
+    summary: str
+
+
+_METHODS: dict[str, MethodEntry] = {}
+_METHOD_MODULES = {
+    "blur": "privacy_cli.methods.blur",
+    "pixelate": "privacy_cli.methods.pixelate",
+    "mask": "privacy_cli.methods.fill",
+    "erase": "privacy_cli.methods.erase",
+}
+
+
+def register_method(name: str, summary: str = "") -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn(image, mask, **opts)`` under ``name``."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        _METHODS[name] = MethodEntry(name, fn, summary or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodFn:
+    """The apply function registered as ``name`` (UsageError listing known methods otherwise)."""
+    if name not in _METHODS and name in _METHOD_MODULES:
+        importlib.import_module(_METHOD_MODULES[name])
+    if name not in _METHODS:
+        raise UsageError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
+    return _METHODS[name].fn
+
+
+def list_methods() -> list[str]:
+    for mod in _METHOD_MODULES.values():
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    return sorted(_METHODS)

@@ -1,0 +1,6 @@
+"""Test configuration: make tests/ importable (reference harness) and keep CPU use modest."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+

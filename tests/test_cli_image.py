@@ -1,0 +1,211 @@
+"""CLI conventions of the image commands: outputs, skipping, exit codes, --json, bad input, region sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from privacy_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def _img(path: Path, w: int = 80, h: int = 60, exif: bool = False) -> Path:
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    arr = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kw = {}
+    if exif:
+        e = Image.Exif()
+        e[0x8825] = {1: "N", 2: (1.0, 2.0, 3.0), 3: "E", 4: (4.0, 5.0, 6.0)}
+        kw["exif"] = e.tobytes()
+    Image.fromarray(arr).save(path, **kw)
+    return path
+
+
+def _mask(path: Path, w: int = 80, h: int = 60, box=(10, 10, 40, 30), mode: str = "L") -> Path:
+    m = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 255
+    Image.fromarray(m).convert(mode).save(path)
+    return path
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
+
+
+def test_help_is_self_explanatory() -> None:
+    r = runner.invoke(app, ["blur", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--radius", "--mask", "--detect", "--box-scale", "--overwrite", "--json", "--keep-metadata"):
+        assert opt in r.stdout
+
+
+def test_blur_with_mask_writes_next_to_input(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.jpg", exif=True)
+    before = src.read_bytes()
+    m = _mask(tmp_path / "m.png")
+    r = runner.invoke(app, ["blur", str(src), "--mask", str(m), "--json"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "a_blur.jpg"
+    assert out.exists() and src.read_bytes() == before
+    (rec,) = _records(r.stdout)
+    assert rec["status"] == "ok" and rec["output"] == str(out) and rec["regions_found"] == 1
+    assert set(rec) >= {"input", "output", "status", "regions_found", "regions_obfuscated", "seconds"}
+    with Image.open(out) as im:
+        assert not im.getexif()
+        o = np.asarray(im).astype(int)
+    a = np.asarray(Image.open(src)).astype(int)
+    assert np.abs(o[10:30, 10:40] - a[10:30, 10:40]).mean() > 10
+    assert np.abs(o[40:, 50:] - a[40:, 50:]).mean() < 3  # JPEG re-encoding only
+
+
+def test_existing_output_skipped_unless_overwrite(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    m = _mask(tmp_path / "m.png")
+    assert runner.invoke(app, ["mask", str(src), "--mask", str(m)]).exit_code == 0
+    out = tmp_path / "a_mask.png"
+    out.write_bytes(b"sentinel")
+    r = runner.invoke(app, ["mask", str(src), "--mask", str(m), "--json"])
+    assert r.exit_code == 0 and _records(r.stdout)[0]["status"] == "skipped"
+    assert out.read_bytes() == b"sentinel"
+    r = runner.invoke(app, ["mask", str(src), "--mask", str(m), "--overwrite"])
+    assert r.exit_code == 0 and out.read_bytes() != b"sentinel"
+
+
+def test_batch_goes_on_after_bad_files_and_exits_1(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    _img(d / "good1.png")
+    _img(d / "sub" / "good2.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    trunc = d / "trunc.png"
+    data = _img(tmp_path / "t.png", 400, 300).read_bytes()
+    trunc.write_bytes(data[: len(data) // 3])
+    r = runner.invoke(app, ["pixelate", str(d), "-o", str(tmp_path / "out"), "--boxes", str(_boxes(tmp_path)), "--json"])
+    assert r.exit_code == 1
+    recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
+    assert recs["good1.png"]["status"] == "ok" and recs["good2.png"]["status"] == "ok"
+    assert recs["broken.jpg"]["status"] == "error" and "broken.jpg" in recs["broken.jpg"]["error"]
+    assert recs["trunc.png"]["status"] == "error" and "truncated" in recs["trunc.png"]["error"]
+    assert (tmp_path / "out" / "good1.png").exists() and (tmp_path / "out" / "sub" / "good2.png").exists()
+    assert not (tmp_path / "out" / "broken.jpg").exists() and not (tmp_path / "out" / "trunc.png").exists()
+    assert "Traceback" not in r.output
+
+
+def _boxes(tmp_path: Path) -> Path:
+    p = tmp_path / "boxes.json"
+    p.write_text(json.dumps([{"box": [5, 5, 30, 30]}, {"polygon": [[40, 40], [70, 40], [70, 55]]}]))
+    return p
+
+
+def test_mask_size_mismatch_and_resize(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    m = _mask(tmp_path / "small.png", 40, 30, (5, 5, 20, 15))
+    r = runner.invoke(app, ["blur", str(src), "--mask", str(m)])
+    assert r.exit_code == 1 and "does not match" in r.output and "small.png" in r.output
+    assert not (tmp_path / "a_blur.png").exists()
+    r = runner.invoke(app, ["blur", str(src), "--mask", str(m), "--resize-mask"])
+    assert r.exit_code == 0 and (tmp_path / "a_blur.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB", "RGBA", "P", "I;16"])
+def test_mask_any_mode(tmp_path: Path, mode: str) -> None:
+    src = _img(tmp_path / "a.png")
+    m = tmp_path / "m.png"
+    arr = np.zeros((60, 80), np.uint8)
+    arr[10:30, 10:40] = 255
+    im = Image.fromarray(arr)
+    im = im.convert("I;16") if mode == "I;16" else im.convert(mode)
+    im.save(m)
+    r = runner.invoke(app, ["mask", str(src), "--mask", str(m), "--fill", "white", "--json"])
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(tmp_path / "a_mask.png"))
+    assert (out[10:30, 10:40] == 255).all()
+    assert np.array_equal(out[35:, 45:], np.asarray(Image.open(src))[35:, 45:])
+
+
+def test_mask_dir_by_stem(tmp_path: Path) -> None:
+    _img(tmp_path / "in" / "x.png")
+    _img(tmp_path / "in" / "y.png")
+    (tmp_path / "masks").mkdir()
+    _mask(tmp_path / "masks" / "x.png")
+    _mask(tmp_path / "masks" / "y_mask.png")
+    r = runner.invoke(app, ["mask", str(tmp_path / "in"), "--mask-dir", str(tmp_path / "masks"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert all(x["status"] == "ok" and x["regions_found"] == 1 for x in _records(r.stdout))
+    _img(tmp_path / "in" / "z.png")
+    r = runner.invoke(app, ["mask", str(tmp_path / "in" / "z.png"), "--mask-dir", str(tmp_path / "masks")])
+    assert r.exit_code == 1 and "no mask" in r.output
+
+
+def test_visual_redactions_annotations(tmp_path: Path) -> None:
+    root = tmp_path / "vr"
+    src = _img(root / "images" / "val2017" / "2017_42.jpg", 120, 100)
+    ann = {
+        "annotations": {
+            "2017_42": {
+                "image_path": "images/val2017/2017_42.jpg",
+                "image_width": 120,
+                "image_height": 100,
+                "attributes": [
+                    {"attr_id": "a105_face_all", "polygons": [[10, 10, 60, 10, 60, 60, 10, 60]]},
+                    {"attr_id": "a49_phone", "polygons": [[70, 70, 100, 70, 100, 95, 70, 95]]},
+                ],
+            }
+        }
+    }
+    (root / "annotations").mkdir()
+    (root / "annotations" / "val2017.json").write_text(json.dumps(ann))
+    r = runner.invoke(
+        app,
+        ["mask", str(src), "--annotations", str(root / "annotations" / "val2017.json"), "--attributes", "a105_face_all", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(root / "images" / "val2017" / "2017_42_mask.jpg")).astype(int)
+    assert out[20:50, 20:50].max() < 30  # face polygon filled black
+    assert out[75:90, 75:95].mean() > 30  # phone not selected: untouched
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    r = runner.invoke(app, ["blur", str(src), "--detect", "unicorns"])
+    assert r.exit_code == 2 and "unicorns" in r.output
+    r = runner.invoke(app, ["mask", str(src), "--mask", str(tmp_path / "nope.png")])
+    assert r.exit_code == 2 and "nope.png" in r.output
+    r = runner.invoke(app, ["blur", str(src), "--radius", "-3"])
+    assert r.exit_code == 2
+
+
+def test_missing_input_reported(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["blur", str(tmp_path / "ghost.jpg"), "--detect", "none", "--json"])
+    assert r.exit_code == 1
+    (rec,) = _records(r.stdout)
+    assert rec["status"] == "error" and "ghost.jpg" in rec["error"]
+
+
+def test_pixel_limit_option(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png", 200, 200)
+    r = runner.invoke(app, ["blur", str(src), "--detect", "none", "--max-pixels", "1000"])
+    assert r.exit_code == 1 and "too large" in r.output and not (tmp_path / "a_blur.png").exists()
+
+
+def test_keep_metadata_opt_in(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.jpg", exif=True)
+    m = _mask(tmp_path / "m.png")
+    assert runner.invoke(app, ["blur", str(src), "--mask", str(m), "--keep-metadata"]).exit_code == 0
+    with Image.open(tmp_path / "a_blur.jpg") as im:
+        assert im.getexif().get_ifd(0x8825)
+
+
+def test_workers_and_quiet(tmp_path: Path) -> None:
+    for i in range(4):
+        _img(tmp_path / "in" / f"{i}.png")
+    r = runner.invoke(app, ["blur", str(tmp_path / "in"), "--boxes", str(_boxes(tmp_path)), "-j", "2", "--quiet"])
+    assert r.exit_code == 0 and r.stdout.strip() == ""
+    assert len(list((tmp_path / "in").glob("*_blur.png"))) == 4
