@@ -223,7 +223,7 @@ def test_resnetpl_plain_state_dict_without_num_batches_tracked(tmp_path):
 @pytest.mark.parametrize("n, multiple", [(61, 8), (3, 8), (64, 8), (45, 8)])
 def test_symmetric_pad_matches_numpy(n, multiple):
     x = torch.arange(2 * n * (n + 1), dtype=torch.float32).reshape(1, 2, n, n + 1)
-    got = L._symmetric_pad_br(x, multiple).numpy()
+    got = L.symmetric_pad_br(x, multiple).numpy()
     ph, pw = (-n) % multiple, (-(n + 1)) % multiple
     want = np.pad(x.numpy(), ((0, 0), (0, 0), (0, ph), (0, pw)), mode="symmetric")
     np.testing.assert_array_equal(got, want)

@@ -13,6 +13,7 @@ from .registry import ModelEntry, add_arch_module, get_entry, list_models, regis
 # Every architecture family module; imported on first registry lookup.
 for _m in (
     "privacy_cli.models.lama",
+    "privacy_cli.models.eraser",
     "privacy_cli.models.zoo",
     "privacy_cli.models.irse",
     "privacy_cli.models.stylization",

@@ -294,7 +294,7 @@ class FFCResNetGenerator(nn.Module):
         return self.model(x)
 
 
-def _symmetric_pad_br(x: Tensor, multiple: int) -> Tensor:
+def symmetric_pad_br(x: Tensor, multiple: int) -> Tensor:
     """Pad the last two dims on the bottom/right to a multiple of ``multiple`` like numpy's
     ``'symmetric'`` mode (edge sample repeated: ``[a b c] -> [a b c c b]``)."""
     h, w = x.shape[-2:]
@@ -346,8 +346,8 @@ def lama_inpaint(generator: nn.Module, image: Tensor, mask: Tensor, keep_grad: b
     out_device = image.device
     h, w = image.shape[-2:]
     multiple = getattr(generator, "multiple", 8)
-    img = _symmetric_pad_br(image.to(param.device, torch.float32), multiple)
-    m = (_symmetric_pad_br(mask.to(param.device), multiple) > 0).to(torch.float32)
+    img = symmetric_pad_br(image.to(param.device, torch.float32), multiple)
+    m = (symmetric_pad_br(mask.to(param.device), multiple) > 0).to(torch.float32)
     m = m.expand(img.shape[0], -1, -1, -1)
     with torch.set_grad_enabled(keep_grad and torch.is_grad_enabled()):
         with torch.autocast(device_type=param.device.type, enabled=False):

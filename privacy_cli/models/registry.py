@@ -74,8 +74,15 @@ def list_models() -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; a clear error listing the known names otherwise."""
-    _import_all()
+    """The registry entry for ``name``; a clear error listing the known names otherwise.
+
+    Family modules are imported in order only until ``name`` is registered, so a lookup does not
+    pay for importing every architecture.
+    """
+    for mod in list(_ARCH_MODULES):
+        if name in _REGISTRY:
+            break
+        importlib.import_module(mod)
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -1,0 +1,177 @@
+"""``privpix train eraser DATA``: two-stage ERASER fine-tuning (thin command over
+:func:`privacy_cli.train.eraser.train_eraser`). Mounted by the root app as ``privpix train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .output import Output, cli_errors
+
+app = typer.Typer(
+    name="train",
+    help="Fine-tune learned methods.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _train() -> None:
+    """Fine-tune learned methods (ERASER)."""
+
+
+@app.command("eraser")
+@cli_errors
+def eraser(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="images/ + masks/ folder (pairs by stem) or a Visual Redactions tree "
+            "(annotations/2017_v1/<split>.json, images/<split>/<id>.jpg).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder: checkpoints, train_log.jsonl, eval.json.")
+    ] = Path("runs/eraser"),
+    split: Annotated[str, typer.Option("--split", help="Visual Redactions split to train on.")] = "train",
+    val_split: Annotated[
+        str, typer.Option("--val-split", help="Visual Redactions split to evaluate on.")
+    ] = "val",
+    val_data: Annotated[
+        Path | None, typer.Option("--val-data", help="Separate evaluation data (either layout).")
+    ] = None,
+    attributes: Annotated[
+        str | None,
+        typer.Option(
+            "--attributes", help="Visual Redactions attr ids to use (comma separated; default all)."
+        ),
+    ] = None,
+    size: Annotated[int, typer.Option("--size", min=8, help="Training crop size (multiple of 8).")] = 256,
+    resize: Annotated[
+        bool, typer.Option("--resize", help="Resize whole images to --size instead of cropping.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 4,
+    stage1_steps: Annotated[
+        int, typer.Option("--stage1-steps", min=0, help="Quality-loss steps (at most).")
+    ] = 2000,
+    stage2_steps: Annotated[
+        int, typer.Option("--stage2-steps", min=0, help="Steps with the Difference Loss.")
+    ] = 2000,
+    converge_window: Annotated[
+        int,
+        typer.Option(
+            "--converge-window",
+            min=0,
+            help="End stage 1 early when the quality loss stalls over this many steps (0: off).",
+        ),
+    ] = 0,
+    lambda_diff: Annotated[
+        float, typer.Option("--lambda-diff", min=0.0, help="Weight of the Difference Loss (stage 2).")
+    ] = 1.0,
+    diff_margin: Annotated[
+        float,
+        typer.Option(
+            "--diff-margin",
+            min=0.0,
+            help="Stop pushing once the (normalised) Difference Loss exceeds this; 0: never stop.",
+        ),
+    ] = 4.0,
+    lr_g: Annotated[float, typer.Option("--lr", help="Generator + fusion learning rate (Adam).")] = 1e-4,
+    lr_d: Annotated[float, typer.Option("--lr-d", help="Discriminator learning rate (Adam).")] = 1e-5,
+    init: Annotated[
+        str,
+        typer.Option(
+            "--init", help="big-lama, eraser (registry weights) or a checkpoint file to start from."
+        ),
+    ] = "big-lama",
+    prior: Annotated[str, typer.Option("--prior", help="auto, transformer or coarse.")] = "auto",
+    transformer: Annotated[
+        Path | None,
+        typer.Option(
+            "--transformer", help="ICT Prior Transformer checkpoint (enables the transformer prior)."
+        ),
+    ] = None,
+    palette: Annotated[
+        Path | None, typer.Option("--palette", help="(512,3) palette .npy (e.g. ICT kmeans_centers.npy).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")
+    ] = "auto",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[
+        int, typer.Option("--workers", "-j", min=0, help="Data-loading worker processes.")
+    ] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 500,
+    eval_images: Annotated[
+        int, typer.Option("--eval-images", min=0, help="Images in the evaluation pass (0: none).")
+    ] = 16,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Ignore existing checkpoints in --out.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Fine-tune ERASER: stage 1 on LaMa's quality losses, stage 2 adds the (maximised) Difference Loss.
+
+    Needs the big-lama, ADE20k ResNet50 and VGG19 weights (privpix weights fetch ...). Resumes from
+    the newest checkpoint in --out. Every loss of every step goes to --out/train_log.jsonl.
+
+    Examples:
+      privpix train eraser data/visual_redactions --out runs/vr --stage1-steps 5000 --stage2-steps 5000
+      privpix train eraser my_pairs/ --size 256 --lambda-diff 2 --device cuda
+    """
+    from ..train.eraser import TrainConfig, train_eraser
+
+    out_ = Output(json_, quiet)
+    cfg = TrainConfig(
+        data=data,
+        out_dir=out,
+        split=split,
+        val_split=val_split,
+        val_data=val_data,
+        attributes=[a.strip() for a in attributes.split(",") if a.strip()] if attributes else None,
+        size=size,
+        resize=resize,
+        batch_size=batch_size,
+        stage1_steps=stage1_steps,
+        stage2_steps=stage2_steps,
+        stage1_converge_window=converge_window,
+        lambda_diff=lambda_diff,
+        diff_margin=diff_margin or None,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        init=init,
+        prior=prior,
+        transformer_weights=transformer,
+        palette=palette,
+        device=device,
+        seed=seed,
+        num_workers=workers,
+        checkpoint_every=checkpoint_every,
+        eval_images=eval_images,
+        resume=not no_resume,
+        quiet=quiet or json_,
+    )
+    res = train_eraser(cfg)
+    record = {
+        "step": res.step,
+        "stage": res.stage,
+        "stage2_start": res.stage2_start,
+        "checkpoint": str(res.checkpoint) if res.checkpoint else None,
+        "weights": str(res.weights) if res.weights else None,
+        "log": str(res.log),
+        "device": res.device,
+        "resumed_from": res.resumed_from,
+        "losses": res.losses,
+        "metrics": res.metrics,
+    }
+    if json_:
+        out_.emit_json(record)
+    else:
+        out_.line(f"trained to step {res.step} on {res.device}; weights: {res.weights}")
+        if res.metrics:
+            out_.line("eval: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items()))
