@@ -152,11 +152,15 @@ def collect_regions(
             )
         regions.extend(entry["regions"])
     if spec.detect:
+        from .detect import detector_options
+
         if detect_fn is None:
             from .detect import detect as detect_fn
-        opts: dict[str, Any] = {"device": spec.device, "text": spec.text}
+        wanted: dict[str, Any] = {"device": spec.device, "text": spec.text}
         if spec.threshold is not None:
-            opts["threshold"] = spec.threshold
+            wanted["threshold"] = spec.threshold
+        accepted = {o for name in spec.detect for o in detector_options(name)}
+        opts = {k: v for k, v in wanted.items() if k in accepted}
         try:
             found = detect_fn(loaded.rgb, kinds=tuple(spec.detect), **opts)
         except PrivpixError:

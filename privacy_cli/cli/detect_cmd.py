@@ -95,7 +95,7 @@ def detect(
 
       privpix detect photos/ -o detections.json --masks masks/ --preview previews/
     """
-    from ..detect.base import resolve_device
+    from ..runtime import resolve_device
 
     out = Output(json_out, quiet)
     spec = region_spec(

@@ -190,9 +190,10 @@ def image_command(
     """
 
     def command(**kwargs: Any) -> None:
-        from ..detect.base import resolve_device
+        from ..runtime import resolve_device
 
-        device = resolve_device(kwargs["device"])
+        # "auto"/"cpu" are resolved where a model loads (no torch import for mask-only jobs)
+        device = kwargs["device"] if kwargs["device"] in ("auto", "cpu") else resolve_device(kwargs["device"])
         spec = region_spec(
             kwargs["mask"],
             kwargs["mask_dir"],
