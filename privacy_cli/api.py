@@ -58,7 +58,9 @@ def as_mask(
 def _grow(mask: np.ndarray, dilate: int, feather: float) -> np.ndarray:
     from .regions import regions_from_mask
 
-    return Regions((mask.shape[1], mask.shape[0]), regions_from_mask(mask > 0)).to_mask(dilate=dilate, feather=feather)
+    return Regions((mask.shape[1], mask.shape[0]), regions_from_mask(mask > 0)).to_mask(
+        dilate=dilate, feather=feather
+    )
 
 
 def _run(method: str, image: Any, regions: RegionsLike, geometry: dict, **opts: Any) -> Any:
@@ -93,7 +95,11 @@ def fill(image: Any, regions: RegionsLike = None, fill: str = "black", **geometr
 
 def erase(image: Any, regions: RegionsLike = None, model: str = "auto", **geometry_and_opts: Any) -> Any:
     """Inpaint the regions with different, natural content (ERASER / LaMa / OpenCV; see ``privpix erase``)."""
-    geo = {k: geometry_and_opts.pop(k) for k in ("detect", "box_scale", "dilate", "feather") if k in geometry_and_opts}
+    geo = {
+        k: geometry_and_opts.pop(k)
+        for k in ("detect", "box_scale", "dilate", "feather")
+        if k in geometry_and_opts
+    }
     return _run("erase", image, regions, geo, model=model, **geometry_and_opts)
 
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -141,7 +142,7 @@ def decode_image(data: bytes, path: Path | None = None, max_pixels: int = DEFAUL
         if "truncated" in msg.lower() or "premature" in msg.lower():
             raise InputError(f"{name}: truncated image data") from None
         raise InputError(f"{name}: corrupt image ({msg})") from None
-    except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (ValueError, SyntaxError, EOFError, struct_error) as e:
         raise InputError(f"{name}: corrupt image ({e})") from None
     exif = None
     if exif_obj:
@@ -197,7 +198,9 @@ def from_array(image: np.ndarray | Image.Image) -> LoadedImage:
     raise InputError(f"array of shape {arr.shape}: expected (H,W), (H,W,3) or (H,W,4)")
 
 
-def to_pil(rgb: np.ndarray, like: LoadedImage | None = None, changed: np.ndarray | None = None) -> Image.Image:
+def to_pil(
+    rgb: np.ndarray, like: LoadedImage | None = None, changed: np.ndarray | None = None
+) -> Image.Image:
     """Build the output PIL image in the kind of mode the input had (grey stays grey, alpha is kept,
     16-bit stays 16-bit with the original values outside ``changed`` (H,W) bool)."""
     if like is None:
@@ -205,7 +208,9 @@ def to_pil(rgb: np.ndarray, like: LoadedImage | None = None, changed: np.ndarray
     if like.high is not None:
         grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint16) * 257
         if changed is None:  # pixels the method did not touch keep their 16-bit values
-            changed = (rgb != like.rgb).any(axis=2) if rgb.shape == like.rgb.shape else np.ones(rgb.shape[:2], bool)
+            changed = (
+                (rgb != like.rgb).any(axis=2) if rgb.shape == like.rgb.shape else np.ones(rgb.shape[:2], bool)
+            )
         out = np.where(changed, grey, like.high)
         return Image.fromarray(out.astype(np.uint16))
     base = Image.fromarray(rgb)
@@ -232,7 +237,9 @@ def save_image(
     p = Path(path)
     fmt = FORMAT_BY_EXT.get(p.suffix.lower())
     if fmt is None:
-        raise UsageError(f"{p}: unsupported output extension {p.suffix!r} (use one of {sorted(IMAGE_EXTENSIONS)})")
+        raise UsageError(
+            f"{p}: unsupported output extension {p.suffix!r} (use one of {sorted(IMAGE_EXTENSIONS)})"
+        )
     if fmt == "HEIF" and not _register_heif():  # pragma: no cover
         raise UsageError(f"{p}: HEIC output needs pillow-heif")
     im = to_pil(rgb, like, changed)
@@ -312,7 +319,9 @@ def is_image_path(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def expand_inputs(inputs: Iterable[str | Path], skip_suffix: str | None = None) -> list[tuple[Path, Path, Path | None]]:
+def expand_inputs(
+    inputs: Iterable[str | Path], skip_suffix: str | None = None
+) -> list[tuple[Path, Path, Path | None]]:
     """Expand files, directories (recursive) and globs into ``(file, rel, root)`` triples.
 
     Files inside directories are kept only with an image extension, and (when ``skip_suffix``
@@ -369,7 +378,11 @@ def plan_outputs(
             dst = out_path
         else:
             sub = rel.parent if root is not None else Path()
-            dst = out_path / sub / f"{f.stem}{suffix}" if root is not None else out_path / f"{f.stem}_{command}{suffix}"
+            dst = (
+                out_path / sub / f"{f.stem}{suffix}"
+                if root is not None
+                else out_path / f"{f.stem}_{command}{suffix}"
+            )
         job = Job(f, dst, rel)
         if not f.exists():
             job.error = f"{f}: no such file or directory"

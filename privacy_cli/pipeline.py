@@ -136,7 +136,9 @@ def collect_regions(
     if spec.mask_dir is not None:
         if image_path is None:
             raise RegionError("--mask-dir needs file inputs")
-        regions.extend(regions_from_mask(read_mask(find_mask(spec.mask_dir, image_path, rel), size, spec.resize_mask)))
+        regions.extend(
+            regions_from_mask(read_mask(find_mask(spec.mask_dir, image_path, rel), size, spec.resize_mask))
+        )
     if spec.boxes is not None:
         regions.extend(_boxes_for(spec, image_path, size))
     if spec.annotations is not None:
@@ -166,7 +168,9 @@ def collect_regions(
         except PrivpixError:
             raise
         except Exception as e:  # a detector crash: fail closed
-            raise DetectorError(f"{image_path or '<image>'}: detection failed ({type(e).__name__}: {e})") from e
+            raise DetectorError(
+                f"{image_path or '<image>'}: detection failed ({type(e).__name__}: {e})"
+            ) from e
         regions.extend(found.items)
     return regions
 
@@ -174,7 +178,11 @@ def collect_regions(
 def regions_mask(regions: Regions, spec: RegionSpec) -> np.ndarray:
     """The soft (H, W) float32 mask of ``regions`` with the geometry options of ``spec``."""
     return regions.to_mask(
-        box_scale=1.0, face_scale=spec.box_scale, text_scale=TEXT_SCALE, dilate=spec.dilate, feather=spec.feather
+        box_scale=1.0,
+        face_scale=spec.box_scale,
+        text_scale=TEXT_SCALE,
+        dilate=spec.dilate,
+        feather=spec.feather,
     )
 
 
@@ -222,7 +230,9 @@ def process_file(
     """Run one method on one file. Raises a PrivpixError on failure (nothing is written then)."""
     t0 = time.perf_counter()
     if output_path.exists() and not overwrite:
-        return Result(str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"})
+        return Result(
+            str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"}
+        )
     loaded = load_image(input_path, max_pixels=max_pixels)
     regions = collect_regions(loaded, spec, input_path, rel)
     mask = regions_mask(regions, spec)
@@ -246,10 +256,18 @@ def process_file(
     else:
         out = loaded.rgb
     try:
-        save_image(out, output_path, like=loaded, quality=quality, keep_metadata=keep_metadata, changed=mask > 0)
+        save_image(
+            out, output_path, like=loaded, quality=quality, keep_metadata=keep_metadata, changed=mask > 0
+        )
     except OSError as e:
         raise InputError(f"{output_path}: cannot write output ({e.strerror or e})") from None
     n = len(regions)
     return Result(
-        str(input_path), str(output_path), "ok", n, n if mask.any() else 0, time.perf_counter() - t0, extra=extra
+        str(input_path),
+        str(output_path),
+        "ok",
+        n,
+        n if mask.any() else 0,
+        time.perf_counter() - t0,
+        extra=extra,
     )

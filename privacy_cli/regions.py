@@ -110,7 +110,9 @@ class Regions:
                 scale = text_scale
             if r.raster is not None:
                 if r.raster.shape != (h, w):
-                    raise RegionError(f"mask region is {r.raster.shape[1]}x{r.raster.shape[0]}, image is {w}x{h}")
+                    raise RegionError(
+                        f"mask region is {r.raster.shape[1]}x{r.raster.shape[0]}, image is {w}x{h}"
+                    )
                 hard |= r.raster.astype(bool).astype(np.uint8)
             elif r.polygon is not None and len(r.polygon) >= 3:
                 pts = np.asarray(r.polygon, np.float64)
@@ -198,14 +200,18 @@ def load_boxes_json(path: Path, size: tuple[int, int], data: object = None) -> l
         try:
             if poly:
                 if isinstance(poly[0], (int, float)):
-                    poly = list(zip(poly[0::2], poly[1::2]))
+                    poly = list(zip(poly[0::2], poly[1::2], strict=False))
                 pts = [(float(x), float(y)) for x, y in poly]
-                out.append(Region(kind, polygon_box(pts), pts, float(obj.get("score", 1.0)), obj.get("label")))
+                out.append(
+                    Region(kind, polygon_box(pts), pts, float(obj.get("score", 1.0)), obj.get("label"))
+                )
             elif "box" in obj:
                 x0, y0, x1, y1 = (float(v) for v in obj["box"])
                 if x1 <= x0 or y1 <= y0:
                     raise ValueError("box must have x1 > x0 and y1 > y0")
-                out.append(Region(kind, (x0, y0, x1, y1), None, float(obj.get("score", 1.0)), obj.get("label")))
+                out.append(
+                    Region(kind, (x0, y0, x1, y1), None, float(obj.get("score", 1.0)), obj.get("label"))
+                )
             else:
                 raise ValueError("needs 'box' or 'polygon'")
         except (TypeError, ValueError) as e:
@@ -213,9 +219,7 @@ def load_boxes_json(path: Path, size: tuple[int, int], data: object = None) -> l
     return out
 
 
-def load_visual_redactions(
-    path: Path, attributes: Iterable[str] | None = None
-) -> dict[str, dict]:
+def load_visual_redactions(path: Path, attributes: Iterable[str] | None = None) -> dict[str, dict]:
     """Read a Visual Redactions annotation file.
 
     Returns ``{image_id: {"image_path": str|None, "size": (w, h)|None, "regions": [Region]}}`` with
@@ -237,7 +241,7 @@ def load_visual_redactions(
             for poly in att.get("polygons", []) or []:
                 if len(poly) < 6:
                     continue
-                pts = list(zip(map(float, poly[0::2]), map(float, poly[1::2])))
+                pts = list(zip(map(float, poly[0::2]), map(float, poly[1::2]), strict=False))
                 regions.append(Region(str(attr), polygon_box(pts), pts, 1.0, str(attr)))
         size = None
         if a.get("image_width") and a.get("image_height"):

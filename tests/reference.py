@@ -54,7 +54,9 @@ def assert_matches_reference(
     d = detfill()
     ref = load_ref(ref_name)
     problems = d.check_keys(module.state_dict(), ref)
-    assert not problems, f"{ref_name}: state_dict differs: {problems[:20]} (+{max(0, len(problems) - 20)} more)"
+    assert not problems, (
+        f"{ref_name}: state_dict differs: {problems[:20]} (+{max(0, len(problems) - 20)} more)"
+    )
     if ref_name.endswith("_strongfill"):
         d.strong_fill_module(module, equalized=equalized, keep=keep)
     else:

@@ -87,7 +87,9 @@ def test_batch_goes_on_after_bad_files_and_exits_1(tmp_path: Path) -> None:
     trunc = d / "trunc.png"
     data = _img(tmp_path / "t.png", 400, 300).read_bytes()
     trunc.write_bytes(data[: len(data) // 3])
-    r = runner.invoke(app, ["pixelate", str(d), "-o", str(tmp_path / "out"), "--boxes", str(_boxes(tmp_path)), "--json"])
+    r = runner.invoke(
+        app, ["pixelate", str(d), "-o", str(tmp_path / "out"), "--boxes", str(_boxes(tmp_path)), "--json"]
+    )
     assert r.exit_code == 1
     recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
     assert recs["good1.png"]["status"] == "ok" and recs["good2.png"]["status"] == "ok"
@@ -164,7 +166,15 @@ def test_visual_redactions_annotations(tmp_path: Path) -> None:
     (root / "annotations" / "val2017.json").write_text(json.dumps(ann))
     r = runner.invoke(
         app,
-        ["mask", str(src), "--annotations", str(root / "annotations" / "val2017.json"), "--attributes", "a105_face_all", "--json"],
+        [
+            "mask",
+            str(src),
+            "--annotations",
+            str(root / "annotations" / "val2017.json"),
+            "--attributes",
+            "a105_face_all",
+            "--json",
+        ],
     )
     assert r.exit_code == 0, r.output
     out = np.asarray(Image.open(root / "images" / "val2017" / "2017_42_mask.jpg")).astype(int)
@@ -206,6 +216,8 @@ def test_keep_metadata_opt_in(tmp_path: Path) -> None:
 def test_workers_and_quiet(tmp_path: Path) -> None:
     for i in range(4):
         _img(tmp_path / "in" / f"{i}.png")
-    r = runner.invoke(app, ["blur", str(tmp_path / "in"), "--boxes", str(_boxes(tmp_path)), "-j", "2", "--quiet"])
+    r = runner.invoke(
+        app, ["blur", str(tmp_path / "in"), "--boxes", str(_boxes(tmp_path)), "-j", "2", "--quiet"]
+    )
     assert r.exit_code == 0 and r.stdout.strip() == ""
     assert len(list((tmp_path / "in").glob("*_blur.png"))) == 4

@@ -48,12 +48,22 @@ def test_exif_orientation_applied_and_metadata_stripped(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "mode,ext",
-    [("L", ".png"), ("LA", ".png"), ("P", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("I;16", ".png"), ("RGB", ".webp"), ("RGB", ".tiff"), ("RGB", ".bmp")],
+    [
+        ("L", ".png"),
+        ("LA", ".png"),
+        ("P", ".png"),
+        ("RGBA", ".png"),
+        ("CMYK", ".jpg"),
+        ("I;16", ".png"),
+        ("RGB", ".webp"),
+        ("RGB", ".tiff"),
+        ("RGB", ".bmp"),
+    ],
 )
 def test_colour_modes_round_trip(tmp_path: Path, mode: str, ext: str) -> None:
     rgb = _photo()
     if mode == "I;16":
-        im = Image.fromarray((np.arange(48 * 64, dtype=np.uint16).reshape(48, 64)  * 20))
+        im = Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
     elif mode == "LA":
         im = Image.fromarray(rgb).convert("L").convert("LA")
         im.putalpha(Image.fromarray(np.full((48, 64), 128, np.uint8)))
@@ -163,7 +173,10 @@ def test_output_naming_and_tree_mirroring(tmp_path: Path) -> None:
         else:
             Image.fromarray(_photo()).save(p)
     jobs = plan_outputs([tmp_path / "in"], "blur")
-    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs) == ["in/a_blur.jpg", "in/sub/b_blur.png"]
+    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs) == [
+        "in/a_blur.jpg",
+        "in/sub/b_blur.png",
+    ]
     jobs = plan_outputs([tmp_path / "in"], "blur", tmp_path / "out")
     assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs) == ["out/a.jpg", "out/sub/b.png"]
     jobs = plan_outputs([str(tmp_path / "in" / "*.jpg")], "pixelate")

@@ -26,7 +26,9 @@ def _box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
     return m
 
 
-@pytest.mark.parametrize("name,opts", [("blur", {}), ("blur", {"radius": 8}), ("pixelate", {}), ("mask", {"fill": "mean"})])
+@pytest.mark.parametrize(
+    "name,opts", [("blur", {}), ("blur", {"radius": 8}), ("pixelate", {}), ("mask", {"fill": "mean"})]
+)
 def test_only_regions_change(photo: np.ndarray, name: str, opts: dict) -> None:
     mask = _box_mask(512, 512, (180, 60, 300, 200))
     out = get_method(name)(photo, mask, **opts)
@@ -51,6 +53,7 @@ def test_blur_default_scales_with_region_size(photo: np.ndarray) -> None:
     large = _box_mask(512, 512, (100, 100, 400, 400))
     out_s = get_method("blur")(photo, small)
     out_l = get_method("blur")(photo, large)
+
     # high-frequency energy left inside the region: the large region is smoothed harder
     def hf(img: np.ndarray, m: np.ndarray) -> float:
         g = img.astype(float).mean(axis=2)
@@ -109,7 +112,11 @@ def test_visual_redactions_polygons(tmp_path) -> None:  # noqa: ANN001
                 "image_height": 100,
                 "image_width": 120,
                 "attributes": [
-                    {"instance_id": "a", "attr_id": "a105_face_all", "polygons": [[10, 10, 50, 10, 50, 60, 10, 60]]},
+                    {
+                        "instance_id": "a",
+                        "attr_id": "a105_face_all",
+                        "polygons": [[10, 10, 50, 10, 50, 60, 10, 60]],
+                    },
                     {"instance_id": "b", "attr_id": "a49_phone", "polygons": [[70, 70, 90, 70, 90, 90]]},
                 ],
             }

@@ -27,7 +27,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """privpix: privacy for photos."""
 
@@ -56,7 +58,9 @@ def _register() -> None:
     try:
         from .weights_cmd import app as weights_app
 
-        app.add_typer(weights_app, name="weights", help="List, fetch, verify and import pretrained checkpoints.")
+        app.add_typer(
+            weights_app, name="weights", help="List, fetch, verify and import pretrained checkpoints."
+        )
     except ImportError:
         pass
     try:

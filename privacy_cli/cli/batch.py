@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -24,7 +25,9 @@ def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
     except Exception as e:  # unexpected: still one line, the batch goes on, nothing written
         if DEBUG:
             traceback.print_exc()
-        return Result(str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})")
+        return Result(
+            str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
+        )
 
 
 def run_jobs(
@@ -39,6 +42,11 @@ def run_jobs(
     Exit code 0 when every job succeeded or was skipped, 1 when any failed.
     """
     results: list[Result] = []
+    if workers > 1 and len(jobs) > 1:
+        # several images at once: share the cores instead of oversubscribing them
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
     def report(r: Result) -> None:
         results.append(r)
@@ -48,7 +56,9 @@ def run_jobs(
         elif r.status == "skipped":
             out.info(f"[dim]skipped[/] {r.input}: {r.extra.get('reason', '')}")
         else:
-            out.line(f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)")
+            out.line(
+                f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)"
+            )
 
     with out.progress(len(jobs), description) as bar:
         if workers <= 1 or len(jobs) <= 1:

@@ -52,7 +52,13 @@ def draw_preview(rgb: np.ndarray, regions, mask: np.ndarray) -> np.ndarray:  # t
             cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick)
         label = f"{r.category or r.kind} {r.score:.2f}"
         cv2.putText(
-            out, label, (int(r.box[0]), max(12, int(r.box[1]) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, colour, thick
+            out,
+            label,
+            (int(r.box[0]), max(12, int(r.box[1]) - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thick,
+            colour,
+            thick,
         )
     return out
 
@@ -64,13 +70,16 @@ def detect(
         str, typer.Option("--detect", "-d", help="Detectors, comma separated (faces, text, faces-dlib, ...).")
     ] = ",".join(DEFAULT_DETECT),
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write all detections to this JSON file ({image: [regions]}).")
+        Path | None,
+        typer.Option("-o", "--output", help="Write all detections to this JSON file ({image: [regions]})."),
     ] = None,
     masks: Annotated[
-        Path | None, typer.Option("--masks", help="Write a mask PNG per image (<stem>_mask.png, 255 = sensitive).")
+        Path | None,
+        typer.Option("--masks", help="Write a mask PNG per image (<stem>_mask.png, 255 = sensitive)."),
     ] = None,
     preview: Annotated[
-        Path | None, typer.Option("--preview", help="Write an overlay preview per image (<stem>_preview.jpg).")
+        Path | None,
+        typer.Option("--preview", help="Write an overlay preview per image (<stem>_preview.jpg)."),
     ] = None,
     threshold: ThresholdOpt = None,
     text: TextOpt = "all",
@@ -99,7 +108,19 @@ def detect(
 
     out = Output(json_out, quiet)
     spec = region_spec(
-        None, None, False, None, None, None, detect, threshold, text, dilate, box_scale, 0.0, resolve_device(device)
+        None,
+        None,
+        False,
+        None,
+        None,
+        None,
+        detect,
+        threshold,
+        text,
+        dilate,
+        box_scale,
+        0.0,
+        resolve_device(device),
     )
     jobs = plan_outputs(inputs, "detect", None)
     if not jobs:

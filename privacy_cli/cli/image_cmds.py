@@ -80,7 +80,9 @@ pixelate = image_command(
             "block",
             Annotated[
                 int | None,
-                typer.Option("--block", min=1, help="Mosaic cell size in pixels. Default: about 8 cells per region."),
+                typer.Option(
+                    "--block", min=1, help="Mosaic cell size in pixels. Default: about 8 cells per region."
+                ),
             ],
             None,
         ),
@@ -93,7 +95,9 @@ mask = image_command(
     [
         _p(
             "fill",
-            Annotated[str, typer.Option("--fill", help="black, white, mean (region's mean colour) or #rrggbb.")],
+            Annotated[
+                str, typer.Option("--fill", help="black, white, mean (region's mean colour) or #rrggbb.")
+            ],
             "black",
         ),
     ],

@@ -13,7 +13,9 @@ import typer
 from ..io import DEFAULT_MAX_PIXELS
 from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
 
-Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)]
+Inputs = Annotated[
+    list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)
+]
 OutputOpt = Annotated[
     Path | None,
     typer.Option(
@@ -22,9 +24,13 @@ OutputOpt = Annotated[
         help="Output file (one input) or folder (tree mirrored). Default: next to each input as <stem>_<command><ext>.",
     ),
 ]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON record per image on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel.")]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
@@ -32,13 +38,16 @@ KeepMeta = Annotated[
     bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
 ]
 MaxPixels = Annotated[
-    int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard).")
+    int,
+    typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
 ]
 MaskOpt = Annotated[
-    Path | None, typer.Option("--mask", help="Mask image (any mode, non-zero = sensitive) applied to every input.")
+    Path | None,
+    typer.Option("--mask", help="Mask image (any mode, non-zero = sensitive) applied to every input."),
 ]
 MaskDirOpt = Annotated[
-    Path | None, typer.Option("--mask-dir", help="Folder of masks matched by stem (<stem>.* or <stem>_mask.*).")
+    Path | None,
+    typer.Option("--mask-dir", help="Folder of masks matched by stem (<stem>.* or <stem>_mask.*)."),
 ]
 ResizeMask = Annotated[bool, typer.Option("--resize-mask", help="Scale masks of another size to the image.")]
 BoxesOpt = Annotated[
@@ -46,10 +55,12 @@ BoxesOpt = Annotated[
     typer.Option("--boxes", help="JSON boxes/polygons: a list for every image, or {image name: list}."),
 ]
 AnnotationsOpt = Annotated[
-    Path | None, typer.Option("--annotations", help="Visual Redactions annotation JSON (images matched by id = stem).")
+    Path | None,
+    typer.Option("--annotations", help="Visual Redactions annotation JSON (images matched by id = stem)."),
 ]
 AttributesOpt = Annotated[
-    str | None, typer.Option("--attributes", help="Visual Redactions attr ids to use, e.g. a105_face_all,a49_phone.")
+    str | None,
+    typer.Option("--attributes", help="Visual Redactions attr ids to use, e.g. a105_face_all,a49_phone."),
 ]
 DetectOpt = Annotated[
     str | None,
@@ -61,9 +72,13 @@ DetectOpt = Annotated[
 ]
 ThresholdOpt = Annotated[
     float | None,
-    typer.Option("--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."),
+    typer.Option(
+        "--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."
+    ),
 ]
-TextOpt = Annotated[str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")]
+TextOpt = Annotated[
+    str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")
+]
 DilateOpt = Annotated[int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels.")]
 BoxScaleOpt = Annotated[
     float, typer.Option("--box-scale", min=0.1, help="Scale of detected face boxes about their centre.")

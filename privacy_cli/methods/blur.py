@@ -19,7 +19,9 @@ def region_sigma(size: int, fraction: float = DEFAULT_SIGMA_FRACTION) -> float:
 
 
 @register_method("blur", "Gaussian blur; strength scales with region size unless --radius is given")
-def blur(image: np.ndarray, mask: np.ndarray, radius: float | None = None, strength: float = 1.0) -> np.ndarray:
+def blur(
+    image: np.ndarray, mask: np.ndarray, radius: float | None = None, strength: float = 1.0
+) -> np.ndarray:
     """Blur ``image`` (H,W,3) uint8 where ``mask`` (H,W) [0,1] is set.
 
     radius: Gaussian standard deviation in pixels, as Pillow's ``GaussianBlur(radius)`` (the

@@ -1,0 +1,89 @@
+"""``privpix erase``: fill regions with natural content that differs from the original (ERASER)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .image_cmds import EXAMPLES, run_method
+from .options import CommonArgs, _p, image_command
+
+
+def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
+    from ..methods.erase import choose_model
+    from ..weights import configure
+
+    configure(weights_dir=kw["weights_dir"], offline=True if kw["offline"] else None)
+
+    model = choose_model(kw["model"])  # resolve auto once and say which model runs
+    if kw["model"] == "auto" and not (common.quiet or common.json):
+        from .output import Output
+
+        Output().info(
+            f"erase: using model [bold]{model}[/] (--model auto: best model whose weights are present)"
+        )
+    return run_method(
+        "erase",
+        "erase",
+        common,
+        {"model": model, "device": common.device, "context": kw["context"], "work_size": kw["work_size"]},
+    )
+
+
+erase = image_command(
+    [
+        _p(
+            "model",
+            Annotated[
+                str,
+                typer.Option(
+                    "--model",
+                    "-m",
+                    help="eraser, big-lama, migan (need weights: privpix weights fetch NAME), telea or ns (OpenCV, "
+                    "offline); auto = best model whose weights are present.",
+                ),
+            ],
+            "auto",
+        ),
+        _p(
+            "context",
+            Annotated[
+                float,
+                typer.Option(
+                    "--context", min=1.0, help="Context crop around each region, as a multiple of its size."
+                ),
+            ],
+            2.5,
+        ),
+        _p(
+            "work_size",
+            Annotated[
+                int | None,
+                typer.Option(
+                    "--work-size",
+                    min=64,
+                    help="Model working resolution of a crop (default: 512 for neural models).",
+                ),
+            ],
+            None,
+        ),
+        _p(
+            "weights_dir",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--weights-dir",
+                    envvar="PRIVPIX_WEIGHTS_DIR",
+                    help="Folder of checkpoints (see privpix weights).",
+                ),
+            ],
+            None,
+        ),
+        _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+    ],
+    _run,
+    "Erase faces and personal text (or given regions): inpaint them with natural, different content."
+    + EXAMPLES.format(cmd="erase"),
+)

@@ -1,0 +1,113 @@
+"""Automatic detection of sensitive regions: ``detect(image, kinds=("faces", "text"))``.
+
+Detectors are registered by name (see :mod:`privacy_cli.detect.base`): ``"faces"`` (MTCNN),
+``"faces-dlib"`` (dlib HOG) and ``"text"`` (RapidOCR + PII classification). Importing this
+package is cheap; models load on first use, once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import DetectorError, PrivpixError, UsageError
+from ..regions import Regions
+from .base import (
+    Detector,
+    add_detector_module,
+    check_image,
+    clear_detector_cache,
+    detector_options,
+    get_detector,
+    list_detectors,
+    register_detector,
+)
+
+DEFAULT_KINDS = ("faces", "text")
+#: Options that apply to whichever selected detectors take them, silently skipped by the others.
+SHARED_OPTIONS = frozenset({"device"})
+
+
+def parse_kinds(kinds: str | Iterable[str]) -> list[str]:
+    """``"faces,text"`` or ``["faces", "text"]`` -> ``["faces", "text"]`` (deduplicated, order kept)."""
+    items = kinds.split(",") if isinstance(kinds, str) else list(kinds)
+    out: list[str] = []
+    for k in items:
+        k = str(k).strip()
+        if k and k not in out:
+            out.append(k)
+    return out
+
+
+def route_options(names: list[str], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Split ``detect()`` keyword options per detector.
+
+    A dict value under a detector's name holds that detector's own options
+    (``faces={"threshold": 0.9}``); any other keyword goes to every selected detector that accepts
+    it (``device="cpu"``, ``threshold=0.9``, ``text="pii"``). A keyword whose value is None counts as
+    not given (handy for CLI defaults); ``device`` is dropped for detectors without that option. Any
+    other keyword no selected detector accepts is a UsageError.
+    """
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    flat = {}
+    for key, value in options.items():
+        if key in per and isinstance(value, dict):
+            per[key].update(value)
+        elif value is not None:
+            flat[key] = value
+    accepted = {n: set(detector_options(n)) for n in names}
+    for key, value in flat.items():
+        takers = [n for n in names if key in accepted[n]]
+        if not takers and key not in SHARED_OPTIONS:
+            raise UsageError(f"no selected detector ({', '.join(names)}) has an option {key!r}")
+        for n in takers:
+            per[n].setdefault(key, value)
+    return per
+
+
+def detect(image: np.ndarray, kinds: str | Iterable[str] = DEFAULT_KINDS, **options: Any) -> Regions:
+    """Run the named detectors on ``image`` (H, W, 3) uint8 RGB.
+
+    Returns :class:`~privacy_cli.regions.Regions` of size (W, H) with every detector's regions in
+    original-image pixels (empty when nothing is found). Options are routed as in
+    :func:`route_options`. Unknown detector names or options raise UsageError; a detector that
+    fails raises :class:`~privacy_cli.errors.DetectorError` (the caller then writes no output).
+    """
+    image = check_image(image)
+    names = parse_kinds(kinds)
+    if not names:
+        raise UsageError(f"no detector selected; known: {', '.join(list_detectors())}")
+    per = route_options(names, options)
+    h, w = image.shape[:2]
+    regions = Regions((w, h))
+    for name in names:
+        try:
+            det = get_detector(name, **per[name])
+            found = det.detect(image)
+        except PrivpixError:
+            raise
+        except Exception as e:  # privacy fails closed: any crash is a detector failure
+            raise DetectorError(f"{name} detector failed: {type(e).__name__}: {e}") from e
+        if found is None:
+            raise DetectorError(f"{name} detector returned None")
+        regions.extend(found)
+    return regions
+
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "SHARED_OPTIONS",
+    "Detector",
+    "add_detector_module",
+    "check_image",
+    "clear_detector_cache",
+    "detect",
+    "detector_options",
+    "get_detector",
+    "list_detectors",
+    "parse_kinds",
+    "register_detector",
+    "route_options",
+]

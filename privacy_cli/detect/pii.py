@@ -1,0 +1,340 @@
+"""Classify a recognised text string into a PII category (or None).
+
+``classify_pii(text)`` returns the first matching category in this order of precedence:
+
+=========== ====================================================================================
+email       ``local@domain.tld`` anywhere in the string.
+url         ``http(s)://...``, ``www.…``, or a bare domain ending in a common TLD
+            (``example.com``, ``bit.ly/x``); file names such as ``photo.jpg`` are not URLs.
+card        13-19 digits (spaces or dashes allowed between them) that pass the Luhn check
+            and are not one repeated digit.
+id_number   an IBAN with a valid mod-97 checksum; a US SSN ``123-45-6789``; a value after an ID
+            label (``ID``, ``No.``, ``Passport``, ``SSN``, ``Ausweis``, ``Kundennr`` ...); or, checked
+            after date and phone, a single token of 8-24 letters/digits with >= 4 digits and a
+            letter (``L01X00T47``), or of >= 9 bare digits.
+date        ``d.m.yyyy`` / ``d/m/yy`` / ``d-m-yyyy`` with day <= 31 and month <= 12 (either
+            order), ISO ``yyyy-mm-dd``, or a month name (English, German, French, Spanish, with
+            common abbreviations) next to a day or a year (``12 March 2021``, ``Mar 5``).
+phone       7-15 digits written like a phone number: a leading ``+``/``00``, an area code in
+            brackets, two or more digit groups separated by spaces/dashes/dots/slashes (but
+            not thousands like ``1.234.567``), 9-12 digits starting with 0, or a phone label
+            (``Tel``, ``Phone``, ``Mobile``, ``Fax`` ...) before the number.
+address     a house number next to a street word: ``221B Baker Street``, ``12 Main St.``
+            (English street words after the number), ``Hauptstraße 5``, ``Kerkstraat 14``
+            (German/Dutch street suffixes before the number), ``10 rue de Rivoli``,
+            ``Calle Mayor 3``, ``Via Roma 12`` (Romance street words before the name); also a UK
+            postcode (``SW1A 1AA``).
+person_name a title before a capitalised word (``Mr. Smith``, ``Dr Jane Doe``, ``Frau Müller``);
+            a name label (``Name: ...``); or a run of 2-3 capitalised words (hyphens,
+            apostrophes, initials ``J.`` and particles ``van``, ``de`` ... allowed), after
+            dropping common words at either end, containing no common word (``Hello World``,
+            ``Grand Opening``, ``New York`` are not names). All-capitals text is not treated as a
+            name (too many signs are written that way).
+=========== ====================================================================================
+
+The rules are deliberately conservative: a string that matches nothing returns None.
+"""
+
+from __future__ import annotations
+
+import re
+
+CATEGORIES = ("email", "url", "card", "id_number", "date", "phone", "address", "person_name")
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+
+_TLDS = (
+    "com|org|net|edu|gov|mil|int|info|biz|io|co|ai|app|dev|me|tv|us|uk|de|fr|es|it|nl|be|ch|at|se|no|"
+    "dk|fi|pl|cz|ru|cn|jp|kr|in|br|au|ca|mx|eu|ly|gl|gg|fm|xyz|online|site|shop|store|blog|news|tech|ie|pt|"
+    "gr|tr|hu|ro|sk|si|hr|ua|za|nz|ar|cl|lu|li|is|ee|lv|lt"
+)
+_URL_SCHEME = re.compile(r"(?i)\b(?:https?|ftp)://[^\s/$.?#][^\s]*")
+_URL_WWW = re.compile(r"(?i)(?<![\w.-])www\.[a-z0-9\-]+(?:\.[a-z0-9\-]+)+")
+_URL_BARE = re.compile(
+    rf"(?i)(?<![\w@.\-])(?:[a-z0-9](?:[a-z0-9\-]{{0,61}}[a-z0-9])?\.)+(?:{_TLDS})(?![\w\-])(?:/\S*)?"
+)
+
+_CARD = re.compile(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d\-])")
+
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_SSN = re.compile(r"(?<![\d\-])(\d{3})-(\d{2})-(\d{4})(?![\d\-])")
+_ID_LABEL = re.compile(
+    r"(?i)\b(?:id|ident|no|nr|num|number|passport|passeport|pasaporte|reisepass|ausweis(?:-?nr)?|"
+    r"personalausweis|licen[cs]e|ssn|sin|nin|nino|tax ?id|vat|ust-?id|steuer-?id|account|acct|konto(?:nummer)?|"
+    r"kundennr|kundennummer|customer ?no|member ?no|policy|matricule|dni|nie|nif|cpf|aadhaar|pesel)"
+    r"\.?\s*(?:no\.?|nr\.?|#|number)?\s*[:#]?\s*([A-Z0-9][A-Z0-9\-/ ]{4,}[A-Z0-9])",
+)
+
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|"
+    "januar|februar|märz|maerz|mai|juni|juli|oktober|dezember|"
+    "janvier|février|fevrier|mars|avril|juin|juillet|août|aout|septembre|octobre|novembre|décembre|decembre|"
+    "enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre"
+)
+_DATE_NUM = re.compile(r"(?<![\w.,/\-])(\d{1,2})([./\-])(\d{1,2})\2(\d{4}|\d{2})(?![\w/\-]|\.\d)")
+_DATE_ISO = re.compile(r"(?<![\w.,/\-])(\d{4})([./\-])(\d{1,2})\2(\d{1,2})(?![\w/\-]|\.\d)")
+_DATE_DAY_MONTH = re.compile(
+    rf"(?i)(?<![\w.])(\d{{1,2}})(?:st|nd|rd|th|er)?\.?\s+(?:de\s+)?(?:{_MONTHS})\b\.?(?:,?\s+(?:de\s+)?\d{{4}})?"
+)
+_DATE_MONTH_DAY = re.compile(
+    rf"(?i)(?<![\w])(?:{_MONTHS})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?!\d)(?:,?\s+\d{{4}})?(?![\d:])"
+)
+_DATE_MONTH_YEAR = re.compile(rf"(?i)(?<![\w])(?:{_MONTHS})\.?,?\s+(?:de\s+)?(?:1[89]|20|21)\d\d(?!\d)")
+
+_PHONE = re.compile(r"(?<![\w.,])(?:\+|00)?\(?\d[\d \-./()]{4,}\d(?![\w])")
+_PHONE_LABEL = re.compile(
+    r"(?i)\b(?:tel|tél|phone|telefon|telephone|téléphone|teléfono|mobile|mobil|mob|cell|handy|fax|whatsapp)"
+    r"\.?\s*[:.]?\s*(?:\+|00)?\(?\d[\d \-./()]{4,}\d"
+)
+
+_STREET_AFTER = (
+    "street|st|avenue|ave|av|road|rd|boulevard|blvd|lane|ln|drive|dr|way|court|ct|place|pl|square|sq|"
+    "terrace|highway|hwy|parkway|pkwy|crescent|close|gardens|grove|row|mews|alley"
+)
+_ADDR_NUM_FIRST = re.compile(
+    rf"(?i)(?<![\w.])\d{{1,5}}[a-z]?,?\s+(?:[A-Za-zÀ-ÿ'\-]+\s+){{1,3}}(?:{_STREET_AFTER})\b\.?"
+    r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
+)
+_ADDR_SUFFIX = re.compile(
+    r"(?i)(?<![\w])[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ\-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|"
+    r"straat|laan|gracht|plein|kade|singel|steeg)\s*\d{1,4}\s?[a-z]?(?![\w])"
+)
+_ADDR_ROMANCE = re.compile(
+    r"(?i)(?:(?<![\w.])\d{1,5}[a-z]?,?\s+)?\b(?:rue|avenue|boulevard|bd|chemin|allée|impasse|quai|calle|avenida|"
+    r"paseo|plaza|carrera|via|viale|piazza|corso|rua|travessa|largo|praça)\s+(?:(?:de|del|de la|des|du|da|do|"
+    r"della|di|dos|das|la|le|les)\s+)?[A-ZÀ-Ýa-zà-ÿ][\wÀ-ÿ'\-]*(?:\s+[A-ZÀ-Ý][\wÀ-ÿ'\-]*){0,2},?(?:\s+(?:n[º°o.]\s*)?\d{1,5}[a-z]?)?"
+)
+_UK_POSTCODE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}(?![A-Za-z0-9])")
+
+_TITLES = re.compile(
+    r"(?<![\w])(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Lady|Lord|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra)"
+    r"\.?\s+(?:[A-Z]\.\s*)*[A-ZÀ-Ý][a-zà-ÿ'\-]+"
+)
+_NAME_LABEL = re.compile(
+    r"(?i)\b(?:name|full name|first name|last name|surname|vorname|nachname|nom|prénom|prenom|nombre|apellido)"
+    r"\s*:\s*[A-Za-zÀ-ÿ]"
+)
+_PARTICLES = set("van von der den de da di del della du le la bin ibn al zu".split())
+
+# Words common enough on signs, labels and captions that a capitalised run containing them is not
+# taken for a name (lower case; English, German, French, Spanish).
+_COMMON = set(
+    """
+a about after again against all also always am an and another any are around as at away back bad be because been
+before being best better between big black blue both but by call can cannot care center centre city click close
+closed club coffee come coming company contact could daily day days dear delivery do does done down during each
+early east easy enter entrance every exit explore family fast find first floor follow food for free fresh friday
+from fun get give go going gold golden good grand great green group hall happy has have he health hello help her
+here high his home hot hotel house how i if in inc information inside into is it its just keep kitchen last late
+learn less life light like limited line little live local long look love ltd made main make man many market me
+menu merry monday more most much my name new news next night no north not now of off office old on one only open
+opening or order other our out outside over park parking people place please plus power price private pull push
+read ready real red report restaurant right road room rooms royal sale saturday school sea season see service
+shop show side sign since so some south special sport spring star start station stay stop store street studio
+summer sunday super support table take team than thank thanks that the their them then there these they this
+those through thursday time to today together top total tour town travel tuesday two under union university up
+us use very view visit wait wall want was water way we wednesday week welcome well west what when where which
+while white who why will winter with world would year yes you your
+new york london paris berlin america american europe european national international street avenue road
+bridge gate tower river lake mountain beach airport bank bar cafe café pizza burger
+saint san santa st christmas easter holiday birthday anniversary wedding congratulations happy holidays
+january february march april may june july august september october november december
+quick slow brown orange yellow purple pink grey gray silver dark bright wild sweet fine fox dog cat bird fish tree
+art music book books film movie game games photo photos news daily weekly magazine journal times post press
+monday tuesday wednesday thursday friday saturday sunday
+der die das und mit von für ist nicht ein eine zum zur im am bei auf aus nach bitte danke willkommen ausgang
+eingang geöffnet geschlossen straße strasse platz
+le la les et de du des un une pour avec sur dans par bienvenue merci sortie entrée ouvert fermé rue
+el los las y con por para una bienvenido gracias salida entrada abierto cerrado calle
+""".split()
+)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(raw: str) -> bool:
+    s = raw.replace(" ", "").upper()
+    if not 15 <= len(s) <= 34:
+        return False
+    s = s[4:] + s[:4]
+    num = "".join(str(int(c, 36)) for c in s)
+    return int(num) % 97 == 1
+
+
+def _digits(s: str) -> str:
+    return re.sub(r"\D", "", s)
+
+
+def _is_email(t: str) -> bool:
+    return bool(_EMAIL.search(t))
+
+
+def _is_url(t: str) -> bool:
+    return bool(_URL_SCHEME.search(t) or _URL_WWW.search(t) or _URL_BARE.search(t))
+
+
+def _is_card(t: str) -> bool:
+    for m in _CARD.finditer(t):
+        d = _digits(m.group(0))
+        if 13 <= len(d) <= 19 and len(set(d)) > 1 and _luhn_ok(d):
+            return True
+    return False
+
+
+def _is_strong_id(t: str) -> bool:
+    for m in _IBAN.finditer(t.upper() if t.isupper() else t):
+        if _iban_ok(m.group(0)):
+            return True
+    for m in _SSN.finditer(t):
+        a, g, s = m.groups()
+        if a not in ("000", "666") and not a.startswith("9") and g != "00" and s != "0000":
+            return True
+    for m in _ID_LABEL.finditer(t):
+        if len(_digits(m.group(1))) >= 3:
+            return True
+    return False
+
+
+def _is_date(t: str) -> bool:
+    for m in _DATE_NUM.finditer(t):
+        a, b = int(m.group(1)), int(m.group(3))
+        if a >= 1 and b >= 1 and ((a <= 31 and b <= 12) or (a <= 12 and b <= 31)):
+            return True
+    for m in _DATE_ISO.finditer(t):
+        y, mo, d = int(m.group(1)), int(m.group(3)), int(m.group(4))
+        if 1800 <= y <= 2199 and 1 <= mo <= 12 and 1 <= d <= 31:
+            return True
+    for m in _DATE_DAY_MONTH.finditer(t):
+        if 1 <= int(m.group(1)) <= 31:
+            return True
+    for m in _DATE_MONTH_DAY.finditer(t):
+        if 1 <= int(m.group(1)) <= 31:
+            return True
+    return bool(_DATE_MONTH_YEAR.search(t))
+
+
+def _is_phone(t: str) -> bool:
+    if _PHONE_LABEL.search(t):
+        return True
+    for m in _PHONE.finditer(t):
+        s = m.group(0).strip()
+        d = _digits(s)
+        if not 7 <= len(d) <= 15:
+            continue
+        if s.startswith("+") or s.startswith("00") or "(" in s:
+            return True
+        groups = re.split(r"[ \-./]+", s)
+        if len(groups) >= 2:
+            # thousands separators (1.234.567, 12 345 678) are numbers, not phone numbers
+            if all(len(g) == 3 for g in groups[1:]) and len(groups[0]) <= 3:
+                continue
+            if all(g.isdigit() for g in groups):
+                return True
+        elif d.startswith("0") and 9 <= len(d) <= 12:
+            return True
+    return False
+
+
+def _is_weak_id(t: str) -> bool:
+    for tok in re.split(r"\s+", t):
+        tok = tok.strip(".,;:()[]{}\"'")
+        core = re.sub(r"[\-/]", "", tok)
+        if not core.isalnum() or not core.isascii():
+            continue
+        nd = sum(c.isdigit() for c in core)
+        na = sum(c.isalpha() for c in core)
+        if 8 <= len(core) <= 24 and nd >= 4 and na >= 1:
+            return True
+        if na == 0 and nd >= 9:
+            return True
+    return False
+
+
+def _is_address(t: str) -> bool:
+    if _ADDR_NUM_FIRST.search(t) or _ADDR_SUFFIX.search(t) or _UK_POSTCODE.search(t):
+        return True
+    for m in _ADDR_ROMANCE.finditer(t):
+        if re.search(r"\d", m.group(0)):
+            return True
+    return False
+
+
+def _name_token(tok: str) -> str | None:
+    """'word' for a capitalised word, 'initial' for ``J.``, 'particle', or None."""
+    if tok.lower() in _PARTICLES and tok[:1].islower():
+        return "particle"
+    if re.fullmatch(r"[A-ZÀ-Ý]\.", tok):
+        return "initial"
+    core = tok.replace("-", "").replace("'", "").replace("’", "")
+    if len(core) >= 2 and core.isalpha() and tok[0].isupper() and any(c.islower() for c in core):
+        return "word"
+    return None
+
+
+def _is_person_name(t: str) -> bool:
+    if _TITLES.search(t) or _NAME_LABEL.search(t):
+        return True
+    toks = [x.strip(',;:!?"()') for x in t.split()]
+    runs: list[list[str]] = []
+    cur: list[str] = []
+    for tok in toks:
+        if tok and _name_token(tok):
+            cur.append(tok)
+        else:
+            if cur:
+                runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    for run in runs:
+        # drop common words and particles at the ends
+        while run and (run[0].lower() in _COMMON or _name_token(run[0]) == "particle"):
+            run = run[1:]
+        while run and (run[-1].lower() in _COMMON or _name_token(run[-1]) != "word"):
+            run = run[:-1]
+        words = [w for w in run if _name_token(w) == "word"]
+        if not 2 <= len(words) + sum(_name_token(w) == "initial" for w in run) <= 4 or not words:
+            continue
+        if len(words) > 3:
+            continue
+        if any(w.lower() in _COMMON for w in words):
+            continue
+        return True
+    return False
+
+
+def classify_pii(text: str) -> str | None:
+    """PII category of ``text``: one of :data:`CATEGORIES`, or None when it looks harmless."""
+    t = " ".join(str(text).split())
+    if not t:
+        return None
+    if _is_email(t):
+        return "email"
+    if _is_url(t):
+        return "url"
+    if _is_card(t):
+        return "card"
+    if _is_strong_id(t):
+        return "id_number"
+    if _is_date(t):
+        return "date"
+    if _is_phone(t):
+        return "phone"
+    if _is_weak_id(t):
+        return "id_number"
+    if _is_address(t):
+        return "address"
+    if _is_person_name(t):
+        return "person_name"
+    return None

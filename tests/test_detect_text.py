@@ -1,0 +1,118 @@
+"""Text detection with RapidOCR on generated images with known strings, and PII classification."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from privacy_cli.detect import detect, get_detector
+from privacy_cli.errors import UsageError
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX  # Hershey fonts are built into OpenCV: always available
+LINES = [
+    ("john.doe@example.com", "email"),
+    ("+49 30 12345678", "phone"),
+    ("John Smith", "person_name"),
+    ("Welcome", None),
+]
+
+
+def _norm(s: str) -> str:
+    return "".join(s.split()).lower()
+
+
+def _render(lines: list[str], size=(1100, 520), scale=2.0, thick=4, origin=(40, 100), step=120):
+    """White RGB image with ``lines`` in black; returns (image, [(x0, y0, x1, y1) per line])."""
+    w, h = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    boxes = []
+    for i, s in enumerate(lines):
+        x, y = origin[0], origin[1] + i * step
+        (tw, th), base = cv2.getTextSize(s, FONT, scale, thick)
+        cv2.putText(img, s, (x, y), FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        boxes.append((x, y - th, x + tw, y + base))
+    return img, boxes
+
+
+@pytest.fixture(scope="module")
+def ocr():
+    det = get_detector("text", threads=1)
+    assert (
+        det.threads == 1
+        and det._engine.text_det.infer.session.get_session_options().intra_op_num_threads == 1
+    )
+    return det
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    return _render([s for s, _ in LINES])
+
+
+@pytest.fixture(scope="module")
+def found(ocr, rendered):
+    return ocr.detect(rendered[0])
+
+
+def _match(found, text):
+    hits = [r for r in found if _norm(r.label) == _norm(text)]
+    assert hits, f"{text!r} not recognised; got {[r.label for r in found]}"
+    return hits[0]
+
+
+def test_rendered_strings_are_recognised_and_classified(found, rendered):
+    _, boxes = rendered
+    assert len(found) == len(LINES)
+    for (text, category), (bx0, by0, bx1, by1) in zip(LINES, boxes, strict=True):
+        r = _match(found, text)
+        assert r.kind == "text" and r.category == category
+        assert 0.5 <= r.score <= 1.0
+        assert r.polygon is not None and len(r.polygon) == 4
+        xs, ys = [p[0] for p in r.polygon], [p[1] for p in r.polygon]
+        assert r.box == pytest.approx((min(xs), min(ys), max(xs), max(ys)))
+        # the box sits on the drawn text (a few px of OCR margin)
+        tol = 0.35 * (by1 - by0)
+        assert abs(r.box[0] - bx0) < tol and abs(r.box[2] - bx1) < 2 * tol
+        assert abs(r.box[1] - by0) < tol and abs(r.box[3] - by1) < tol
+
+
+def test_pii_mode_keeps_only_pii(rendered):
+    regions = detect(rendered[0], "text", text="pii")
+    labels = {_norm(r.label) for r in regions}
+    assert labels == {_norm(s) for s, c in LINES if c is not None}
+    assert all(r.category is not None for r in regions)
+    assert regions.size == (1100, 520)
+
+
+def test_large_image_boxes_map_back_to_original_pixels(ocr):
+    img, boxes = _render(
+        ["jane.roe@example.org"], size=(5000, 3000), scale=6.0, thick=12, origin=(1800, 1700)
+    )
+    (r,) = ocr.detect(img)
+    assert _norm(r.label) == "jane.roe@example.org" and r.category == "email"
+    bx0, by0, bx1, by1 = boxes[0]
+    assert abs(r.box[0] - bx0) < 60 and abs(r.box[2] - bx1) < 100
+    assert abs(r.box[1] - by0) < 60 and abs(r.box[3] - by1) < 60
+
+
+def test_no_text_gives_no_regions(ocr):
+    assert ocr.detect(np.full((300, 400, 3), 255, np.uint8)) == []
+    grad = np.broadcast_to(np.linspace(0, 255, 400, dtype=np.uint8)[None, :, None], (300, 400, 3))
+    assert ocr.detect(np.ascontiguousarray(grad)) == []
+
+
+def test_ocr_writes_nothing_to_stdout(capfd):
+    img, _ = _render(["Call 555-123-4567"], size=(900, 160))
+    det = get_detector("text", min_score=0.55)  # a fresh instance: models load inside capfd
+    found = det.detect(img)
+    out, _err = capfd.readouterr()
+    assert out == ""
+    assert [r.category for r in found] == ["phone"]
+
+
+def test_bad_options():
+    with pytest.raises(UsageError, match="all' or 'pii"):
+        get_detector("text", text="everything")
+    with pytest.raises(UsageError):
+        get_detector("text", min_score=2)

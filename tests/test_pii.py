@@ -1,0 +1,182 @@
+"""PII classifier: a table of positive and negative strings per category."""
+
+from __future__ import annotations
+
+import pytest
+
+from privacy_cli.detect.pii import CATEGORIES, classify_pii
+
+POSITIVE = {
+    "email": [
+        "john.doe@example.com",
+        "Contact: info@my-company.co.uk",
+        "a.b+tag@sub.domain.org",
+        "MAIL: JANE@EXAMPLE.DE",
+        "x_y@test.io today",
+        "Write to max.mustermann@web.de",
+    ],
+    "url": [
+        "https://example.com/path?q=1",
+        "www.example.org",
+        "example.com",
+        "Visit bit.ly/abc123",
+        "http://192.168.0.1/admin",
+        "shop.example.co.uk/item",
+    ],
+    "card": [
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "5500 0000 0000 0004",
+        "3782 822463 10005",
+        "6011111111111117",
+        "Card: 4012888888881881",
+    ],
+    "id_number": [
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "SSN 123-45-6789",
+        "123-45-6789",
+        "Passport No. X1234567",
+        "L01X00T47",
+        "ID: 987654321",
+        "AB1234567C",
+    ],
+    "date": [
+        "12.03.2021",
+        "2021-03-12",
+        "03/12/21",
+        "12 March 2021",
+        "March 12, 2021",
+        "Mar 5",
+        "5. Mai 2020",
+        "le 14 juillet 1789",
+        "Born: 1/2/1990",
+        "Dec 2020",
+    ],
+    "phone": [
+        "+1 (555) 123-4567",
+        "555-123-4567",
+        "+49 30 12345678",
+        "030 12345678",
+        "06 12 34 56 78",
+        "+44 20 7946 0958",
+        "Tel: 0123 456789",
+        "(020) 7946 0958",
+        "07911123456",
+        "0049 89 1234567",
+    ],
+    "address": [
+        "221B Baker Street",
+        "1600 Pennsylvania Avenue NW",
+        "12 Main St.",
+        "Hauptstraße 5",
+        "Lindenweg 12a",
+        "10 rue de Rivoli",
+        "Calle Mayor 3",
+        "Via Roma 12",
+        "Kerkstraat 14",
+        "London SW1A 1AA",
+        "Flat 3, 22 Acacia Road",
+    ],
+    "person_name": [
+        "John Smith",
+        "Mr. John Smith",
+        "Dr Jane Doe",
+        "Angela Merkel",
+        "Mary-Jane O'Neil",
+        "Jean-Luc Picard",
+        "Ludwig van Beethoven",
+        "Name: Max Mustermann",
+        "Frau Müller",
+        "J. Smith",
+        "Contact John Smith today",
+    ],
+}
+
+# Strings that must not be given the category they resemble.
+NEAR_MISSES = {
+    "email": ["a@b", "user@localhost", "@handle", "john.doe at example dot com", "mail@", "foo@bar."],
+    "url": ["photo.jpg", "e.g. this", "3.14159", "Version 2.0.1", "file.txt", "Mr.Smith"],
+    "card": [
+        "4111 1111 1111 1112",  # Luhn fails
+        "0000 0000 0000 0000",
+        "1234 5678",
+        "Order 12345",
+        "4111 1111 111",
+        "5500 0000 0000 0005",
+    ],
+    "id_number": [
+        "DE89 3704 0044 0532 0130 01",  # IBAN checksum fails
+        "COVID-19",
+        "A4 paper",
+        "RTX 4090",
+        "Windows 11",
+        "000-12-3456",
+    ],
+    "date": ["3.14", "Version 2.0.1", "3/4 cup", "10.5 km", "12:30", "May I help you", "32.13.2020"],
+    "phone": ["2023", "Price 1299", "Room 101", "1.234.567", "Total: 12.50 EUR", "ISO 9001"],
+    "address": [
+        "Main Street",
+        "Wall Street Journal",
+        "Hauptstraße",
+        "Route 66",
+        "3 Ways to Win",
+        "Street Food 24",
+    ],
+    "person_name": [
+        "Hello World",
+        "Thank You",
+        "Grand Opening",
+        "New York",
+        "Happy Birthday",
+        "Welcome Home",
+        "HELLO WORLD",
+        "john smith",
+        "The Quick Brown Fox",
+        "Free Wifi",
+    ],
+}
+
+HARMLESS = [
+    "Hello World",
+    "EXIT",
+    "Welcome",
+    "SALE 50% OFF",
+    "iPhone 15 Pro",
+    "Open 9-17",
+    "Page 12 of 30",
+    "No smoking",
+    "50000 Euros",
+    "MP3",
+    "Room 101",
+    "www",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("category,text", [(c, t) for c, ts in POSITIVE.items() for t in ts])
+def test_positive(category, text):
+    assert classify_pii(text) == category
+
+
+@pytest.mark.parametrize("category,text", [(c, t) for c, ts in NEAR_MISSES.items() for t in ts])
+def test_near_miss(category, text):
+    assert classify_pii(text) != category
+
+
+@pytest.mark.parametrize("text", HARMLESS)
+def test_harmless_text_has_no_category(text):
+    assert classify_pii(text) is None
+
+
+def test_table_covers_every_category():
+    assert set(POSITIVE) == set(CATEGORIES) == set(NEAR_MISSES)
+    assert all(len(v) >= 6 for v in POSITIVE.values())
+    assert all(len(v) >= 6 for v in NEAR_MISSES.values())
+
+
+def test_precedence_and_whitespace():
+    assert classify_pii("John Smith  john@example.com") == "email"
+    assert classify_pii("  +49 30\n12345678 ") == "phone"
+    assert classify_pii("Card 4111 1111 1111 1111 valid 12/25") == "card"
