@@ -13,9 +13,11 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from struct import error as struct_error
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -264,11 +266,21 @@ def save_image(
             params["exif"] = like.exif
         if like.xmp and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
             params["xmp"] = like.xmp
+    with atomic_file(p) as f:
+        im.save(f, format=fmt, **params)
+    return p
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; on success it is fsynced and renamed onto
+    ``path`` (atomic on POSIX), on any failure or interrupt it is removed and ``path`` is untouched."""
+    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".part" + p.suffix, dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            im.save(f, format=fmt, **params)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
@@ -278,27 +290,13 @@ def save_image(
         except OSError:
             pass
         raise
-    return p
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    """Write bytes atomically (temp file + rename), for JSON/mask side outputs."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    """Write bytes atomically (see :func:`atomic_file`), for JSON/mask side outputs."""
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------

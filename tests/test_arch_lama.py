@@ -31,10 +31,10 @@ def test_big_lama_generator_matches_reference():
         # the bottleneck (512x32x32, local then global) exposes FFT scaling / layout / padding bugs
         debug = np.load(REF_DIR / "lama_big_generator_strongfill_debug.npz")
         bottleneck = m.model[:24](x1)
-        assert float((bottleneck - torch.from_numpy(debug["bottleneck"])).abs().max()) <= 1e-5
+        assert float((bottleneck - torch.from_numpy(debug["bottleneck"])).abs().max()) <= 1e-4
         return {"out": m(x1), "out2": m(_gen_input(a["img2"], a["mask2"]))}
 
-    diffs = assert_matches_reference(gen, "lama_big_generator_strongfill", run, atol=1e-5)
+    diffs = assert_matches_reference(gen, "lama_big_generator_strongfill", run, atol=1e-4)
     assert set(diffs) == {"out", "out2"}
 
 
@@ -46,7 +46,7 @@ def test_lama_discriminator_matches_reference():
         out.update({f"feat{i}": f[:, :, :32, :32] for i, f in enumerate(feats)})
         return out
 
-    assert_matches_reference(L.big_lama_discr(), "lama_discriminator_strongfill", run, atol=1e-5)
+    assert_matches_reference(L.big_lama_discr(), "lama_discriminator_strongfill", run, atol=1e-4)
 
 
 def test_resnetpl_encoder_matches_reference():
@@ -58,7 +58,7 @@ def test_resnetpl_encoder_matches_reference():
         out.update({f"layer{i + 1}": f[:, :, :8, :8] for i, f in enumerate(feats)})
         return out
 
-    assert_matches_reference(L.lama_resnetpl_ade20k(), "lama_resnetpl_encoder_strongfill", run, atol=1e-5)
+    assert_matches_reference(L.lama_resnetpl_ade20k(), "lama_resnetpl_encoder_strongfill", run, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ def test_exif_orientation_applied_and_metadata_stripped(tmp_path: Path) -> None:
         ("RGB", ".webp"),
         ("RGB", ".tiff"),
         ("RGB", ".bmp"),
+        ("RGB", ".heic"),
     ],
 )
 def test_colour_modes_round_trip(tmp_path: Path, mode: str, ext: str) -> None:

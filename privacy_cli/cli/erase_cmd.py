@@ -18,11 +18,11 @@ def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
     configure(weights_dir=kw["weights_dir"], offline=True if kw["offline"] else None)
 
     model = choose_model(kw["model"])  # resolve auto once and say which model runs
-    if kw["model"] == "auto" and not (common.quiet or common.json):
+    if kw["model"] == "auto":  # say which model runs (stdout; --json records carry model_used)
         from .output import Output
 
-        Output().info(
-            f"erase: using model [bold]{model}[/] (--model auto: best model whose weights are present)"
+        Output(common.json, common.quiet).line(
+            f"erase: using model [bold]{model}[/] (--model auto: the best model whose weights are present)"
         )
     return run_method(
         "erase",

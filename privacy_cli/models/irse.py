@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .checkpoints import plain_state_dict
 from .registry import register_model
 
 #: units per stage for the supported depths
@@ -191,21 +192,6 @@ def idloss_face_crop(images: torch.Tensor) -> torch.Tensor:
 # Checkpoint key filters
 
 
-def _plain_state_dict(checkpoint: dict) -> dict:
-    """Unwrap ``{"state_dict": ...}`` containers, drop ``_metadata`` and a DataParallel ``module.`` prefix."""
-    sd = checkpoint
-    for wrapper in ("state_dict", "model"):
-        inner = sd.get(wrapper) if isinstance(sd, dict) else None
-        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            sd = inner
-            break
-    return {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in sd.items()
-        if k != "_metadata" and isinstance(v, torch.Tensor)
-    }
-
-
 def irse_key_filter(state_dict: dict, model: nn.Module) -> dict:
     """Map a published IR / IR-SE backbone checkpoint onto :class:`IRBackbone` keys.
 
@@ -216,7 +202,7 @@ def irse_key_filter(state_dict: dict, model: nn.Module) -> dict:
     (they do not affect eval-mode outputs). Anything else is passed through for the strict load
     to report.
     """
-    sd = _plain_state_dict(state_dict)
+    sd = plain_state_dict(state_dict)
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in sd:
             sd[key] = value.clone()

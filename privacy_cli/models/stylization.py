@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, UsageError
+from .checkpoints import plain_state_dict
 from .registry import register_model
 
 # ---------------------------------------------------------------------------------------------
@@ -355,27 +356,12 @@ def stylize_tensor(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 # Checkpoint key filters
 
 
-def _plain_state_dict(checkpoint: dict) -> dict:
-    """Unwrap ``{"state_dict": ...}`` containers, drop ``_metadata`` and a DataParallel ``module.`` prefix."""
-    sd = checkpoint
-    for wrapper in ("state_dict", "model"):
-        inner = sd.get(wrapper) if isinstance(sd, dict) else None
-        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            sd = inner
-            break
-    return {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in sd.items()
-        if k != "_metadata" and isinstance(v, torch.Tensor)
-    }
-
-
 def plain_key_filter(state_dict: dict, model: nn.Module) -> dict:
     """AnimeGANv2 / CartoonGAN checkpoints: plain state_dicts already in this module's key names.
 
     Only container unwrapping, ``_metadata`` removal and a ``module.`` prefix strip are applied.
     """
-    return _plain_state_dict(state_dict)
+    return plain_state_dict(state_dict)
 
 
 def cyclegan_key_filter(state_dict: dict, model: nn.Module) -> dict:
@@ -386,7 +372,7 @@ def cyclegan_key_filter(state_dict: dict, model: nn.Module) -> dict:
     exactly those are dropped (as the reference loader's instance-norm patch does), everything
     else is kept for the strict load.
     """
-    sd = _plain_state_dict(state_dict)
+    sd = plain_state_dict(state_dict)
     norms = {name for name, m in model.named_modules() if isinstance(m, nn.InstanceNorm2d)}
     stale = ("running_mean", "running_var", "num_batches_tracked")
     out = {}
