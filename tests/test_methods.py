@@ -148,3 +148,16 @@ def test_python_api_on_pil_and_numpy(photo: np.ndarray) -> None:
     assert np.array_equal(arr[:50], photo[:50])
     filled = pp.fill(photo.astype(np.float32) / 255, [(0, 0, 8, 8)], fill="white")
     assert (filled[:8, :8] == 255).all()
+
+
+def test_large_sigma_blur_matches_exact_gaussian(photo: np.ndarray) -> None:
+    import cv2
+
+    from privacy_cli.methods.blur import EXACT_MAX_SIGMA, gaussian_blur
+
+    sigma = 5 * EXACT_MAX_SIGMA
+    fast = gaussian_blur(photo, sigma).astype(int)
+    exact = cv2.GaussianBlur(photo, (0, 0), sigma, borderType=cv2.BORDER_REFLECT).astype(int)
+    inner = (slice(100, -100), slice(100, -100))
+    assert np.abs(fast[inner] - exact[inner]).mean() < 1.0
+    assert np.abs(fast[inner] - exact[inner]).max() <= 6

@@ -18,6 +18,30 @@ def region_sigma(size: int, fraction: float = DEFAULT_SIGMA_FRACTION) -> float:
     return max(MIN_SIGMA, fraction * float(size))
 
 
+#: above this sigma the blur runs on a downscaled copy (same look, cost independent of sigma)
+EXACT_MAX_SIGMA = 12.0
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``image`` (h,w,3) uint8 with standard deviation ``sigma`` pixels.
+
+    Up to :data:`EXACT_MAX_SIGMA` the exact separable Gaussian (reflected border). Beyond it the
+    image is area-downscaled so the remaining blur is ~4 px, blurred there and upscaled bilinearly:
+    the result is as smooth (nothing of the detail survives the downscale), and a face-sized sigma
+    of 100+ px costs milliseconds instead of seconds.
+    """
+    import cv2
+
+    if sigma <= EXACT_MAX_SIGMA:
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    h, w = image.shape[:2]
+    factor = sigma / 4.0
+    sw, sh = max(1, int(round(w / factor))), max(1, int(round(h / factor)))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=4.0, sigmaY=4.0, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 @register_method("blur", "Gaussian blur; strength scales with region size unless --radius is given")
 def blur(
     image: np.ndarray, mask: np.ndarray, radius: float | None = None, strength: float = 1.0
@@ -28,7 +52,6 @@ def blur(
     papers' baseline is radius 8). None: per region, ``strength * max(3, 0.16 * shorter side)``,
     so a face is blurred in proportion to its size.
     """
-    import cv2
 
     image, mask = check_inputs(image, mask)
     if radius is not None and radius < 0:
@@ -41,6 +64,6 @@ def blur(
         pad = int(np.ceil(3 * sigma)) + 1
         x0, y0, x1, y1 = padded(comp, pad, image.shape)
         crop = image[y0:y1, x0:x1]
-        blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        blurred = gaussian_blur(crop, sigma)
         out[y0:y1, x0:x1] = composite(out[y0:y1, x0:x1], blurred, mask[y0:y1, x0:x1])
     return out
