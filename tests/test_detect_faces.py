@@ -289,3 +289,37 @@ def test_detectors_follow_the_protocol():
     for name in ("faces", "faces-dlib"):
         det = get_detector(name)
         assert isinstance(det, detect_base.Detector) and det.name == name
+
+
+def test_mtcnn_nets_equal_facenet_pytorch_classes() -> None:
+    """Our PNet/RNet/ONet on facenet-pytorch's weight files give facenet-pytorch's outputs."""
+    import torch
+    from facenet_pytorch.models import mtcnn as fp
+
+    from privacy_cli.detect import mtcnn_nets as ours
+
+    g = torch.Generator().manual_seed(0)
+    for name, size in (("PNet", 37), ("RNet", 24), ("ONet", 48)):
+        a, b = getattr(ours, name)().eval(), getattr(fp, name)().eval()
+        x = torch.rand(3, 3, size, size, generator=g) * 2 - 1
+        with torch.no_grad():
+            for oa, ob in zip(a(x), b(x), strict=True):
+                torch.testing.assert_close(oa, ob, rtol=0, atol=1e-6)
+
+
+def test_numpy_nms_equals_torchvision() -> None:
+    import torch
+    from torchvision.ops import nms
+
+    from privacy_cli.detect.faces import _nms
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 200, (300, 2))
+    wh = rng.uniform(5, 60, (300, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    scores = rng.uniform(0, 1, 300)
+    for iou in (0.3, 0.5, 0.7):
+        want = nms(
+            torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), iou
+        )
+        assert _nms(boxes, scores, iou).tolist() == want.tolist()

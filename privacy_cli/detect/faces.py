@@ -87,13 +87,28 @@ def _inside_fraction(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    import torch
-    from torchvision.ops import nms
+    """Greedy non-maximum suppression: indices of kept boxes, highest score first.
 
+    boxes (N, 4) x0,y0,x1,y1 in pixels; overlap is intersection over union with continuous
+    coordinates (as torchvision.ops.nms).
+    """
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    keep = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), iou)
-    return keep.numpy()
+    b = np.asarray(boxes, np.float64)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.clip(np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0]), 0, None)
+        ih = np.clip(np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1]), 0, None)
+        inter = iw * ih
+        union = area[i] + area[rest] - inter
+        ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[ov <= iou]
+    return np.asarray(keep, np.int64)
 
 
 def merge_boxes(
@@ -182,7 +197,8 @@ class MTCNNFaceDetector:
         if int(tile_side) < 0:
             raise UsageError(f"faces: tile_side must be >= 0, got {tile_side}")
         import torch
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        from .mtcnn_nets import ONet, PNet, RNet
 
         self.threshold = float(threshold)
         self.min_face_size = int(min_face_size)

@@ -25,11 +25,14 @@ def check_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def composite(image: np.ndarray, processed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``image*(1-mask) + processed*mask``, rounded to uint8; exactly ``image`` where mask == 0."""
-    m = mask[..., None]
-    out = image.astype(np.float32) * (1.0 - m) + processed.astype(np.float32) * m
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    keep = mask <= 0
-    out[keep] = image[keep]
+    full = mask >= 1.0
+    soft = (mask > 0) & ~full
+    out = image.copy()
+    np.copyto(out, processed, where=full[..., None])
+    if soft.any():  # blend only the soft edge pixels
+        m = mask[soft][:, None]
+        blend = image[soft].astype(np.float32) * (1.0 - m) + processed[soft].astype(np.float32) * m
+        out[soft] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
     return out
 
 

@@ -1,0 +1,121 @@
+"""The three MTCNN stages (Zhang et al. 2016) with the layer names of facenet-pytorch's weight files.
+
+The weights are facenet-pytorch's (``facenet_pytorch/data/{pnet,rnet,onet}.pt``, plain state dicts,
+loaded with ``weights_only=True``). Defining the small networks here avoids importing
+facenet_pytorch's detection module, which pulls in torchvision and added seconds to every
+``privpix`` start; ``tests/test_detect_faces.py`` checks the outputs equal facenet-pytorch's own
+classes on the same weights.
+
+Inputs are ``(B, 3, H, W)`` float32, normalised as ``(x - 127.5) / 128`` from uint8 RGB.
+Outputs follow facenet-pytorch: PNet -> (box regression (B,4,h,w), face probability (B,2,h,w));
+RNet -> (regression (B,4), probability (B,2)); ONet -> (regression (B,4), landmarks (B,10),
+probability (B,2)).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def weights_path(stage: str) -> Path:
+    """Path of facenet-pytorch's ``<stage>.pt`` (stage: pnet, rnet, onet), without importing it."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("facenet-pytorch is not installed (it ships the MTCNN weights)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / f"{stage}.pt"
+
+
+def _load(net: nn.Module, stage: str) -> nn.Module:
+    net.load_state_dict(torch.load(weights_path(stage), map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def _flatten_hw_swapped(x: torch.Tensor) -> torch.Tensor:
+    # the original Caffe weights flatten (C, W, H) order
+    return x.permute(0, 3, 2, 1).contiguous().view(x.shape[0], -1)
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, 12x12 receptive field."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, 3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, 3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, 3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
+        if pretrained:
+            _load(self, "pnet")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+
+class RNet(nn.Module):
+    """Refinement network on 24x24 crops."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, 3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, 3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, 2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+        if pretrained:
+            _load(self, "rnet")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu4(self.dense4(_flatten_hw_swapped(self.prelu3(self.conv3(x)))))
+        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+
+class ONet(nn.Module):
+    """Output network on 48x48 crops: box, five landmarks, probability."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, 3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, 2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+        if pretrained:
+            _load(self, "onet")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu5(self.dense5(_flatten_hw_swapped(self.prelu4(self.conv4(x)))))
+        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
