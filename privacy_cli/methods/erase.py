@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import MethodError, UsageError, WeightsError
 from . import register_method
-from .compose import Component, check_inputs, components
+from .compose import Component, check_inputs, components, composite
 
 MODELS = ("auto", "eraser", "big-lama", "migan", "telea", "ns")
 #: order in which ``auto`` picks a model (first whose weights are present)
@@ -266,7 +266,5 @@ def erase(
     chosen = choose_model(model)
     inp = load_inpainter(chosen, device)
     filled = inpaint_regions(image, mask, inp, context, work_size)
-    m = mask[..., None]
-    out = np.clip(np.round(image * (1 - m) + filled * m), 0, 255).astype(np.uint8)
-    out[mask <= 0] = image[mask <= 0]
+    out = composite(image, filled, mask)
     return out, {"model_used": chosen, "device": inp.device, "model_load_seconds": round(inp.load_seconds, 3)}
