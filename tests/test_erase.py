@@ -199,3 +199,43 @@ def test_eraser_on_lama_weights_equals_lama(
     finally:
         configure(None, None)
         erase_mod.clear_cache()
+
+
+def test_migan_erase_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo: np.ndarray) -> None:
+    """`--model migan` through resolution, the ONNX wrapper, crops and compositing. The test-made graph
+    has MI-GAN's pipeline I/O (uint8 image + mask, 255 = known) and fills holes with 255 - image."""
+    from test_weights_loading import migan_pipeline_onnx
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    erase_mod.clear_cache()
+    weights = tmp_path / "w"
+    weights.mkdir()
+    migan_pipeline_onnx(weights / "migan.onnx")
+    src = tmp_path / "a.png"
+    img = np.ascontiguousarray(photo[::2, ::2])
+    Image.fromarray(img).save(src)
+    mask = np.zeros((256, 256), np.uint8)
+    mask[40:100, 85:150] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    r = runner.invoke(
+        app,
+        [
+            "erase",
+            str(src),
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--model",
+            "migan",
+            "--weights-dir",
+            str(weights),
+            "--offline",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert _records(r.stdout)[0]["model_used"] == "migan"
+    out = np.asarray(Image.open(tmp_path / "a_erase.png")).astype(int)
+    assert np.array_equal(out[40:100, 85:150], 255 - img[40:100, 85:150].astype(int))
+    keep = mask == 0
+    assert np.array_equal(out[keep], img[keep])
+    erase_mod.clear_cache()
