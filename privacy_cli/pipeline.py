@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import DetectorError, InputError, MethodError, PrivpixError, RegionError
+from .errors import InputError, MethodError, PrivpixError, RegionError
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, load_image, save_image
 from .regions import Region, Regions, load_boxes_json, load_visual_redactions, regions_from_mask
 
@@ -126,7 +125,6 @@ def collect_regions(
     spec: RegionSpec,
     image_path: Path | None = None,
     rel: Path | None = None,
-    detect_fn: Callable[..., Regions] | None = None,
 ) -> Regions:
     """All regions for one image from the sources in ``spec`` (combined)."""
     size = loaded.size
@@ -154,24 +152,15 @@ def collect_regions(
             )
         regions.extend(entry["regions"])
     if spec.detect:
-        from .detect import detector_options
+        from .detect import detect, detector_options
 
-        if detect_fn is None:
-            from .detect import detect as detect_fn
         wanted: dict[str, Any] = {"device": spec.device, "text": spec.text}
         if spec.threshold is not None:
             wanted["threshold"] = spec.threshold
         accepted = {o for name in spec.detect for o in detector_options(name)}
         opts = {k: v for k, v in wanted.items() if k in accepted}
-        try:
-            found = detect_fn(loaded.rgb, kinds=tuple(spec.detect), **opts)
-        except PrivpixError:
-            raise
-        except Exception as e:  # a detector crash: fail closed
-            raise DetectorError(
-                f"{image_path or '<image>'}: detection failed ({type(e).__name__}: {e})"
-            ) from e
-        regions.extend(found.items)
+        # a detector crash raises DetectorError inside detect(): the file then gets no output
+        regions.extend(detect(loaded.rgb, kinds=tuple(spec.detect), **opts).items)
     return regions
 
 
@@ -225,7 +214,6 @@ def process_file(
     keep_metadata: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
-    apply_fn: Callable[..., np.ndarray] | None = None,
 ) -> Result:
     """Run one method on one file. Raises a PrivpixError on failure (nothing is written then)."""
     t0 = time.perf_counter()
@@ -237,10 +225,9 @@ def process_file(
     regions = collect_regions(loaded, spec, input_path, rel)
     mask = regions_mask(regions, spec)
     extra: dict[str, Any] = {"regions": regions.to_json()}
-    if apply_fn is None:
-        from .methods import get_method
+    from .methods import get_method
 
-        apply_fn = get_method(method)
+    apply_fn = get_method(method)
     if mask.any():
         try:
             out = apply_fn(loaded.rgb, mask, **method_opts)

@@ -20,3 +20,19 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def wenv(tmp_path, monkeypatch):
+    """An isolated weights dir / HF cache / offline setting (see test_weights_loading.setup_weights_env)."""
+    from test_weights_loading import setup_weights_env
+
+    return setup_weights_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def tiny_reg(wenv, monkeypatch):
+    """A registry of tiny test checkpoints on top of ``wenv``."""
+    from test_weights_loading import setup_tiny_registry
+
+    return setup_tiny_registry(wenv, monkeypatch)

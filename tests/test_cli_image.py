@@ -221,3 +221,21 @@ def test_workers_and_quiet(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0 and r.stdout.strip() == ""
     assert len(list((tmp_path / "in").glob("*_blur.png"))) == 4
+
+
+def test_detector_crash_fails_closed_naming_the_file(tmp_path: Path) -> None:
+    from privacy_cli.detect import register_detector
+
+    class Crashing:
+        name, kinds = "test-crashing", ("face",)
+
+        def detect(self, image):  # noqa: ANN001, ANN202
+            raise RuntimeError("model exploded")
+
+    register_detector("test-crashing")(lambda: Crashing())
+    src = _img(tmp_path / "a.png")
+    r = runner.invoke(app, ["blur", str(src), "--detect", "test-crashing", "--json"])
+    assert r.exit_code == 1
+    (rec,) = _records(r.stdout)
+    assert rec["status"] == "error" and rec["error"].startswith(str(src)) and "model exploded" in rec["error"]
+    assert not (tmp_path / "a_blur.png").exists()

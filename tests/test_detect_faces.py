@@ -19,17 +19,6 @@ from privacy_cli.regions import Regions
 FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """MTCNN is many small ops: on a shared 2-core machine extra intra-op threads only spin."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def mtcnn():
     return get_detector("faces", device="cpu")

@@ -24,15 +24,6 @@ from privacy_cli.train.eraser import EraserTrainer, TrainConfig, latest_checkpoi
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine this is ~5x faster than two spinning ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _picture(rng: np.random.Generator) -> np.ndarray:
     """A 64x64 RGB picture: a colour gradient with a few filled shapes."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE

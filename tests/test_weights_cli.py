@@ -11,8 +11,6 @@ from test_weights_loading import (
     TINY_TABLES,
     migan_pipeline_onnx,
     put_in_hf_cache,
-    setup_tiny_registry,
-    setup_weights_env,
     tiny_state,
     write_registry,
 )
@@ -22,16 +20,6 @@ from privacy_cli.cli.weights_cmd import app
 from privacy_cli.weights import resolve
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def wenv(tmp_path, monkeypatch):
-    return setup_weights_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def tiny_reg(wenv, monkeypatch):
-    return setup_tiny_registry(wenv, monkeypatch)
 
 
 def run(*args: str):

@@ -318,16 +318,6 @@ def setup_tiny_registry(env: argparse.Namespace, monkeypatch: pytest.MonkeyPatch
     return env
 
 
-@pytest.fixture
-def wenv(tmp_path, monkeypatch):
-    return setup_weights_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def tiny_reg(wenv, monkeypatch):
-    return setup_tiny_registry(wenv, monkeypatch)
-
-
 def model_entry(weights: str, key_filter=None, name: str = "test-tiny") -> mreg.ModelEntry:
     return mreg.ModelEntry(name, Tiny, weights, key_filter, None, {})
 

@@ -18,8 +18,6 @@ from test_weights_loading import (
     Tiny,
     assert_state_equal,
     put_in_hf_cache,
-    setup_tiny_registry,
-    setup_weights_env,
     tiny_state,
     write_registry,
 )
@@ -29,16 +27,6 @@ from privacy_cli.models import registry as mreg
 from privacy_cli.weights import loading, registry, resolve
 
 ORIGINAL_URL_DOWNLOAD = resolve._url_download
-
-
-@pytest.fixture
-def wenv(tmp_path, monkeypatch):
-    return setup_weights_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def tiny_reg(wenv, monkeypatch):
-    return setup_tiny_registry(wenv, monkeypatch)
 
 
 def sha(path: Path) -> str:

@@ -19,7 +19,10 @@ def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
     try:
         return fn(job)
     except PrivpixError as e:
-        return Result(str(job.input), None, "error", error=str(e))
+        msg = str(e)
+        if str(job.input) not in msg:
+            msg = f"{job.input}: {msg}"
+        return Result(str(job.input), None, "error", error=msg)
     except MemoryError:
         return Result(str(job.input), None, "error", error=f"{job.input}: out of memory")
     except Exception as e:  # unexpected: still one line, the batch goes on, nothing written

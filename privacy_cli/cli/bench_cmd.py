@@ -153,8 +153,8 @@ def bench(
     from ..bench.datasets import open_dataset
     from ..bench.report import print_tables, results_json, write_report
     from ..bench.runner import BenchConfig, BenchRunner, default_cache_dir, parse_methods, parse_metrics
-    from ..detect.base import resolve_device
     from ..errors import UsageError
+    from ..runtime import resolve_device
 
     output = Output(json_out, quiet)
     if weights_dir is not None:

@@ -21,7 +21,6 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
     if not jobs:
         out.error("no input images found")
         return 1
-    apply_fn = None
 
     def one(job: Job) -> Result:
         assert job.output is not None
@@ -36,7 +35,6 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             keep_metadata=common.keep_metadata,
             max_pixels=common.max_pixels,
             overwrite=common.overwrite,
-            apply_fn=apply_fn,
         )
 
     code, _ = run_jobs(jobs, one, out, command, common.workers)

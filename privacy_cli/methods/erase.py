@@ -110,14 +110,8 @@ def choose_model(model: str) -> str:
         raise UsageError(f"--model {model!r}: use one of {', '.join(MODELS)}")
     if model != "auto":
         return model
-    for cand in AUTO_ORDER:
-        if cand in CLASSICAL:
-            return cand
-        if cand == "eraser" and weights_present("eraser"):
-            return "eraser"
-        if cand != "eraser" and weights_present(cand):
-            return cand
-    return "telea"
+    # AUTO_ORDER ends with a classical model, which needs no weights
+    return next(c for c in AUTO_ORDER if c in CLASSICAL or weights_present(c))
 
 
 def load_inpainter(model: str, device: str = "cpu") -> Inpainter:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, UsageError, WeightsError
+from ..runtime import choose_device
 from . import losses as L
 from .data import EraserDataset, StepBatchSampler, _mix, collate, is_visual_redactions, open_dataset
 
@@ -138,19 +139,6 @@ class TrainResult:
     device: str
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but CUDA is not available")
-    return dev
-
-
 # --------------------------------------------------------------------------------------------
 # Model construction
 # --------------------------------------------------------------------------------------------
@@ -225,7 +213,7 @@ class EraserTrainer:
         from ..models import build_model
 
         self.config = config
-        self.device = device or resolve_device(config.device)
+        self.device = device or choose_device(config.device)
         self._warn = log or (lambda msg: None)
         torch.manual_seed(config.seed)
         self.eraser = build_eraser(config, self.device)
@@ -593,7 +581,7 @@ def train_eraser(config: TrainConfig) -> TrainResult:
     if c.checkpoint_every < 1 or c.log_every < 1:
         raise UsageError("checkpoint_every and log_every must be >= 1")
     out_dir = Path(c.out_dir)
-    device = resolve_device(c.device)
+    device = choose_device(c.device)
     dataset = open_dataset(Path(c.data), c.split, c.size, True, c.attributes, c.resize)
     log = _Logger(out_dir / LOG_FILE, c.quiet)
     try:
@@ -733,6 +721,5 @@ __all__ = [
     "evaluate_eraser",
     "latest_checkpoint",
     "list_checkpoints",
-    "resolve_device",
     "train_eraser",
 ]
