@@ -19,7 +19,7 @@ from privacy_cli.bench.datasets import (
     parse_attributes,
     vr_regions,
 )
-from privacy_cli.bench.runner import MethodSpec, parse_methods, parse_metrics
+from privacy_cli.bench.specs import MethodSpec, parse_methods, parse_metrics
 from privacy_cli.errors import InputError, UsageError
 
 FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"

@@ -16,17 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import (
-    CONTENT,
-    PRIVACY,
-    QUALITY,
-    QUALITY_REGION,
-    UTILITY,
-    BenchResult,
-    MethodResult,
-    iter_metric_rows,
-    library_versions,
-)
+from .results import BenchResult, MethodResult, iter_metric_rows, library_versions
+from .specs import CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
 
 #: Display names (as the papers write them).
 DISPLAY = {

@@ -150,9 +150,12 @@ def bench(
 
       privpix bench --original photos/ --processed photos_blurred/ --metrics quality,privacy --json
     """
+    from ..bench.cache import default_cache_dir
     from ..bench.datasets import open_dataset
     from ..bench.report import print_tables, results_json, write_report
-    from ..bench.runner import BenchConfig, BenchRunner, default_cache_dir, parse_methods, parse_metrics
+    from ..bench.results import BenchConfig
+    from ..bench.runner import BenchRunner
+    from ..bench.specs import parse_methods, parse_metrics
     from ..errors import UsageError
     from ..runtime import resolve_device
 
