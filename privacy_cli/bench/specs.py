@@ -171,6 +171,45 @@ def _method_params(name: str) -> tuple[Callable[..., Any], set[str] | None]:
     return fn, {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def _check_value(method: str, fn: Callable[..., Any], key: str, value: Any) -> Any:
+    """``value`` (already coerced) checked against the type hint of ``fn``'s ``key`` parameter.
+
+    Returns the value to pass (a number given where only text is accepted becomes text); raises
+    :class:`UsageError` for a value of the wrong kind (``radius=abc``), non-finite numbers included.
+    """
+    import types
+    import typing
+
+    try:
+        hint = typing.get_type_hints(fn).get(key)
+    except Exception:  # unresolvable annotations: leave the check to the method
+        return value
+    if hint is None or hint is Any:
+        return value
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = {a for a in args if isinstance(a, type)}
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise UsageError(f"--methods: {method}:{key} must be one of {typing.get_args(hint)}, got {value!r}")
+        return value
+    if value is None:
+        if type(None) in kinds or not kinds:
+            return value
+        raise UsageError(f"--methods: {method}:{key} needs a value")
+    if isinstance(value, bool):
+        if bool in kinds or not kinds & {int, float, str}:
+            return value
+    elif isinstance(value, (int, float)):
+        if int in kinds and isinstance(value, int) or float in kinds:
+            return value
+        if str in kinds:
+            return _fmt_opt(value)
+    elif str in kinds or not kinds & {int, float, bool}:
+        return value
+    wanted = " or ".join(sorted(k.__name__ for k in kinds - {type(None)}))
+    raise UsageError(f"--methods: {method}:{key} must be {wanted}, got {value!r}")
+
+
 def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
     """Parse ``--methods``.
 
@@ -178,7 +217,8 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
     ``blur:radius=8:strength=2`` or ``blur:radius=8,strength=2``: a comma item holding ``=`` and
     no method belongs to the method before it). ``radius=2/4/8`` expands into one spec per value
     (a strength sweep). ``none`` is the unchanged image. Method names and option names are checked
-    against the methods registry (UsageError otherwise).
+    against the methods registry, option values against the method's type hints (UsageError
+    otherwise, before any image is processed).
     """
     items = [spec] if isinstance(spec, str) else list(spec)
     tokens = [t.strip() for s in items for t in str(s).split(",") if t.strip()]
@@ -203,7 +243,7 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
             raw[-1][1].append((k.strip().replace("-", "_"), v.strip()))
     out: list[MethodSpec] = []
     for name, opts in raw:
-        _fn, accepted = _method_params(name)
+        fn, accepted = _method_params(name)
         for k, _v in opts:
             if accepted is not None and k not in accepted:
                 known = ", ".join(sorted(accepted)) or "none"
@@ -213,6 +253,7 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
             values = (
                 [_coerce(x) for x in v.split("/")] if "/" in v and not v.startswith("#") else [_coerce(v)]
             )
+            values = [_check_value(name, fn, k, x) for x in values]
             combos = [c + [(k, x)] for c in combos for x in values]
         for c in combos:
             spec_ = MethodSpec(name, tuple(sorted(dict(c).items())))
