@@ -265,7 +265,7 @@ class MetricScheduling:
         self, names: Sequence[str], orig: _Original, out_key: str, proc_rgb: Callable[[], np.ndarray]
     ) -> dict[str, float]:
         from .features import to_tensor
-        from .metrics import content_difference_values, lpips, mae, mse, psnr, ssim
+        from .metrics import PIXEL_METRICS, content_difference_values, lpips, mae, quality_values
 
         out: dict[str, float] = {}
         t = to_tensor(orig.rgb(), self.config.device)
@@ -277,9 +277,14 @@ class MetricScheduling:
             import torch
 
             m = torch.from_numpy((mask_np > 0).astype(np.float32))[None, None].to(self.config.device)
-        funcs: dict[str, Callable[..., Any]] = {"ssim": ssim, "psnr": psnr, "mae": mae, "mse": mse}
+        # SSIM/PSNR/MAE/MSE and their region variants in one pass (one SSIM map, one difference image)
+        pixel = [n for n in names if n in PIXEL_METRICS and (has_region or not n.endswith("_region"))]
+        if pixel:
+            out.update({n: float(v[0]) for n, v in quality_values(p, t, m, pixel).items()})
         content_todo = []
         for n in names:
+            if n in out:
+                continue
             base = n.removesuffix("_region")
             region = n.endswith("_region")
             try:
@@ -294,8 +299,6 @@ class MetricScheduling:
 
                     outside = (1.0 - m) if m is not None else torch.ones_like(t[:, :1])
                     out[n] = float(mae(p, t, outside, reduction="none")[0]) if outside.any() else float("nan")
-                elif base in funcs:
-                    out[n] = float(funcs[base](p, t, m if region else None, reduction="none")[0])
                 elif base in ("lpips_alex", "lpips_vgg"):
                     if min(t.shape[-2:]) < 32:
                         out[n] = float("nan")
