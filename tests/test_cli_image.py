@@ -239,3 +239,56 @@ def test_detector_crash_fails_closed_naming_the_file(tmp_path: Path) -> None:
     (rec,) = _records(r.stdout)
     assert rec["status"] == "error" and rec["error"].startswith(str(src)) and "model exploded" in rec["error"]
     assert not (tmp_path / "a_blur.png").exists()
+
+
+def test_explicit_source_with_nothing_for_an_image_fails_closed(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "in" / "a.png"), _img(tmp_path / "in" / "b.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"a.png": [[5, 5, 30, 30]]}))
+    r = runner.invoke(app, ["blur", str(a), str(b), "--boxes", str(boxes), "--json"])
+    assert r.exit_code == 1
+    recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
+    assert recs["a.png"]["status"] == "ok"
+    assert recs["b.png"]["status"] == "error" and "--allow-empty" in recs["b.png"]["error"]
+    assert not (tmp_path / "in" / "b_blur.png").exists()
+    # an empty list, an empty mask and a mask-dir without the image's mask: the same
+    boxes.write_text("[]")
+    r = runner.invoke(app, ["blur", str(b), "--boxes", str(boxes)])
+    assert r.exit_code == 1 and not (tmp_path / "in" / "b_blur.png").exists()
+    empty = _mask(tmp_path / "empty.png", box=(0, 0, 0, 0))
+    r = runner.invoke(app, ["blur", str(b), "--mask", str(empty)])
+    assert r.exit_code == 1 and "empty" in r.output and not (tmp_path / "in" / "b_blur.png").exists()
+    # --allow-empty: an unchanged copy, on purpose
+    r = runner.invoke(app, ["blur", str(b), "--boxes", str(boxes), "--allow-empty", "--json"])
+    assert r.exit_code == 0 and _records(r.stdout)[0]["regions_obfuscated"] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "in" / "b_blur.png")), np.asarray(Image.open(b)))
+
+
+def test_boxes_plain_list_and_formats_documented(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([[10, 10, 40, 30], [50, 35, 70, 55]]))
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--fill", "white", "--json"])
+    assert r.exit_code == 0, r.output
+    assert _records(r.stdout)[0]["regions_found"] == 2
+    out = np.asarray(Image.open(tmp_path / "a_mask.png"))
+    assert (out[10:30, 10:40] == 255).all() and (out[35:55, 50:70] == 255).all()
+    # the same per image, by name
+    boxes.write_text(json.dumps({"a.png": [[10, 10, 40, 30]]}))
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--overwrite", "--json"])
+    assert r.exit_code == 0 and _records(r.stdout)[0]["regions_found"] == 1
+    h = runner.invoke(app, ["blur", "--help"], terminal_width=200).stdout
+    assert "[[x0,y0,x1,y1]" in h and "--allow-empty" in h and "--show-text" in h
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['[[1, 2, "nan", 4]]', "[[0, 0, 10]]", '[{"box": [0, 0, 1e400, 5]}]', '{"a.png": [[5, 5, 1, 1]]}', "7"],
+)
+def test_bad_boxes_file_is_a_usage_error_before_any_work(tmp_path: Path, content: str) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(content)
+    r = runner.invoke(app, ["blur", str(src), "--boxes", str(boxes)])
+    assert r.exit_code == 2 and "boxes.json" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "a_blur.png").exists()

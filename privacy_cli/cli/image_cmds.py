@@ -35,6 +35,7 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             keep_metadata=common.keep_metadata,
             max_pixels=common.max_pixels,
             overwrite=common.overwrite,
+            show_text=common.show_text,
         )
 
     code, _ = run_jobs(jobs, one, out, command, common.workers)

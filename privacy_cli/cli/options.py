@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
+from ..regions import BOXES_FORMATS
 
 Inputs = Annotated[
     list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)
@@ -52,7 +54,23 @@ MaskDirOpt = Annotated[
 ResizeMask = Annotated[bool, typer.Option("--resize-mask", help="Scale masks of another size to the image.")]
 BoxesOpt = Annotated[
     Path | None,
-    typer.Option("--boxes", help="JSON boxes/polygons: a list for every image, or {image name: list}."),
+    typer.Option("--boxes", help="JSON file of regions in pixels: " + escape(BOXES_FORMATS) + "."),
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write an unchanged copy when --mask/--mask-dir/--boxes/--annotations has nothing for an image "
+        "(default: that image is an error, exit 1, nothing written).",
+    ),
+]
+ShowTextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--show-text",
+        help="Include the recognised text in --json records (default: only its category, box and score, "
+        "so logs never hold the personal data removed).",
+    ),
 ]
 AnnotationsOpt = Annotated[
     Path | None,
@@ -106,6 +124,7 @@ def region_spec(
     box_scale: float,
     feather: float,
     device: str,
+    allow_empty: bool = False,
 ) -> RegionSpec:
     """Reconcile the region options into a RegionSpec (default detection when no source is given)."""
     from ..errors import UsageError
@@ -125,6 +144,7 @@ def region_spec(
         box_scale=box_scale,
         feather=feather,
         device=device,
+        allow_empty=allow_empty,
     )
     kinds = split_list(detect)
     if kinds == ["none"]:
@@ -144,6 +164,14 @@ def region_spec(
             raise UsageError(f"{flag} {p}: no such file")
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise UsageError(f"--mask-dir {mask_dir}: no such folder")
+    if boxes is not None:  # read and validate the whole file before any image is processed
+        from ..errors import RegionError
+        from ..pipeline import boxes_file
+
+        try:
+            boxes_file(spec)
+        except RegionError as e:
+            raise UsageError(f"--boxes {e}") from None
     return spec
 
 
@@ -162,6 +190,7 @@ class CommonArgs:
     keep_metadata: bool
     max_pixels: int
     spec: RegionSpec
+    show_text: bool = False
 
 
 def _p(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -175,6 +204,7 @@ COMMON_PARAMS = [
     _p("mask_dir", MaskDirOpt, None),
     _p("resize_mask", ResizeMask, False),
     _p("boxes", BoxesOpt, None),
+    _p("allow_empty", AllowEmptyOpt, False),
     _p("annotations", AnnotationsOpt, None),
     _p("attributes", AttributesOpt, None),
     _p("detect", DetectOpt, None),
@@ -190,6 +220,7 @@ COMMON_PARAMS = [
     _p("device", DeviceOpt, "auto"),
     _p("workers", WorkersOpt, 1),
     _p("json_out", JsonOpt, False),
+    _p("show_text", ShowTextOpt, False),
     _p("quiet", QuietOpt, False),
 ]
 _COMMON_NAMES = [p.name for p in COMMON_PARAMS]
@@ -223,6 +254,7 @@ def image_command(
             kwargs["box_scale"],
             kwargs["feather"],
             device,
+            kwargs["allow_empty"],
         )
         common = CommonArgs(
             inputs=kwargs["inputs"],
@@ -236,6 +268,7 @@ def image_command(
             keep_metadata=kwargs["keep_metadata"],
             max_pixels=kwargs["max_pixels"],
             spec=spec,
+            show_text=kwargs["show_text"],
         )
         method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
         code = run(common, method_kwargs)
