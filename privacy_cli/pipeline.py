@@ -276,39 +276,61 @@ def process_file(
             str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"}
         )
     loaded = load_image(input_path, max_pixels=max_pixels)
-    regions = collect_regions(loaded, spec, input_path, rel)
-    mask = regions_mask(regions, spec)
-    extra: dict[str, Any] = {"regions": regions_json(regions, spec, show_text)}
+    frames = [loaded, *loaded.frames]  # every frame of an animation / page of a TIFF
     from .methods import get_method
 
     apply_fn = get_method(method)
-    if mask.any():
-        try:
-            out = apply_fn(loaded.rgb, mask, **method_opts)
-        except PrivpixError:
-            raise
-        except Exception as e:
-            raise MethodError(f"{input_path}: {method} failed ({type(e).__name__}: {e})") from e
-        if isinstance(out, tuple):  # (image, info) from methods that report what they did
-            out, info = out
-            extra.update(info)
-        if out.shape != loaded.rgb.shape or out.dtype != np.uint8:
-            raise MethodError(f"{input_path}: {method} returned {out.shape} {out.dtype}")
-    else:
-        out = loaded.rgb
+    extra: dict[str, Any] = {"regions": []}
+    outs: list[tuple[np.ndarray, LoadedImage, np.ndarray]] = []
+    n_found = n_obfuscated = 0
+    for i, frame in enumerate(frames):
+        regions = collect_regions(frame, spec, input_path, rel)
+        mask = regions_mask(regions, spec)
+        records = regions_json(regions, spec, show_text)
+        if len(frames) > 1:
+            for r in records:
+                r["frame"] = i
+        extra["regions"].extend(records)
+        out = frame.rgb
+        if mask.any():
+            try:
+                out = apply_fn(frame.rgb, mask, **method_opts)
+            except PrivpixError:
+                raise
+            except Exception as e:
+                raise MethodError(f"{input_path}: {method} failed ({type(e).__name__}: {e})") from e
+            if isinstance(out, tuple):  # (image, info) from methods that report what they did
+                out, info = out
+                extra.update(info)
+            if out.shape != frame.rgb.shape or out.dtype != np.uint8:
+                raise MethodError(f"{input_path}: {method} returned {out.shape} {out.dtype}")
+            n_obfuscated += len(regions)
+        n_found += len(regions)
+        outs.append((out, frame, mask > 0))
+    if len(frames) > 1:
+        extra["frames"] = len(frames)
+    notes: list[str] = []
     try:
         save_image(
-            out, output_path, like=loaded, quality=quality, keep_metadata=keep_metadata, changed=mask > 0
+            outs[0][0],
+            output_path,
+            like=loaded,
+            quality=quality,
+            keep_metadata=keep_metadata,
+            changed=outs[0][2],
+            frames=outs[1:],
+            notes=notes,
         )
     except OSError as e:
         raise InputError(f"{output_path}: cannot write output ({e.strerror or e})") from None
-    n = len(regions)
+    if notes:
+        extra["notes"] = notes
     return Result(
         str(input_path),
         str(output_path),
         "ok",
-        n,
-        n if mask.any() else 0,
+        n_found,
+        n_obfuscated,
         time.perf_counter() - t0,
         extra=extra,
     )

@@ -292,3 +292,92 @@ def test_bad_boxes_file_is_a_usage_error_before_any_work(tmp_path: Path, content
     r = runner.invoke(app, ["blur", str(src), "--boxes", str(boxes)])
     assert r.exit_code == 2 and "boxes.json" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "a_blur.png").exists()
+
+
+def test_same_name_inputs_never_overwrite_each_other(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "a" / "x.png"), _img(tmp_path / "b" / "x.png", 90, 70)
+    boxes = _boxes(tmp_path)
+    for extra in ([], ["--overwrite"]):
+        r = runner.invoke(
+            app,
+            ["blur", str(a), str(b), "-o", str(tmp_path / "out"), "--boxes", str(boxes), "--json", *extra],
+        )
+        assert r.exit_code == 0, r.output
+        recs = _records(r.stdout)
+        assert [x["status"] for x in recs] == ["ok", "ok"] or extra == [] and recs[0]["status"] == "skipped"
+        outs = [Path(x["output"]) for x in recs]
+        assert len(set(outs)) == 2
+    with (
+        Image.open(tmp_path / "out" / "x_blur.png") as i1,
+        Image.open(tmp_path / "out" / "x_blur-2.png") as i2,
+    ):
+        assert i1.size == (80, 60) and i2.size == (90, 70)
+
+
+def test_animated_gif_every_frame_obfuscated(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((60, 80, 3), v, np.uint8)) for v in (40, 200)]
+    src = tmp_path / "anim.gif"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[10, 10, 40, 30]]")
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--fill", "white", "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = _records(r.stdout)
+    assert (
+        rec["frames"] == 2
+        and rec["regions_obfuscated"] == 2
+        and [g["frame"] for g in rec["regions"]] == [0, 1]
+    )
+    with Image.open(tmp_path / "anim_mask.gif") as im:
+        assert im.n_frames == 2
+        for i in range(2):
+            im.seek(i)
+            arr = np.asarray(im.convert("RGB"))
+            assert (arr[10:30, 10:40] == 255).all() and (arr[40:, 50:] != 255).all()
+
+
+def test_folder_scan_lists_what_it_skips(tmp_path: Path) -> None:
+    _img(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    r = runner.invoke(app, ["blur", str(tmp_path / "in"), "--boxes", str(_boxes(tmp_path)), "--json"])
+    assert r.exit_code == 0
+    recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
+    assert recs["notes.txt"]["status"] == "skipped" and recs["notes.txt"]["reason"] == "not an image"
+    assert "1 written, 1 skipped, 0 failed" in r.stderr
+
+
+def test_unreadable_subfolder_is_an_error(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root reads every folder: run without the capabilities that allow it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    _img(tmp_path / "in" / "ok.png")
+    _img(tmp_path / "in" / "locked" / "hidden.png")
+    (tmp_path / "in" / "locked").chmod(0)
+    try:
+        main = "import sys; from privacy_cli.cli.app import main; sys.argv[0] = 'privpix'; main()"
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-c",
+            main,
+            "blur",
+            str(tmp_path / "in"),
+            "--boxes",
+            str(_boxes(tmp_path)),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 1, p.stderr
+        errs = [x for x in p.stderr.splitlines() if "error" in x]
+        assert len(errs) == 1 and "locked" in errs[0] and "cannot read folder" in errs[0]
+        assert (tmp_path / "in" / "ok_blur.png").exists()
+    finally:
+        (tmp_path / "in" / "locked").chmod(0o755)
