@@ -18,6 +18,9 @@ from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, load_image, s
 from .regions import BoxesFile, Region, Regions, load_visual_redactions, regions_from_mask
 
 DEFAULT_DETECT = ("faces", "text")
+#: method options that are lengths in pixels: past the image's longer side they mean "the whole
+#: image", so they are bounded by it per image (cost stays bounded, results are the same)
+PIXEL_OPTIONS = ("block", "radius")
 #: default scale of detected face boxes about their centre (deface uses 1.3)
 DEFAULT_BOX_SCALE = 1.3
 #: detected text boxes are grown a little so glyph edges are covered
@@ -293,8 +296,12 @@ def process_file(
         extra["regions"].extend(records)
         out = frame.rgb
         if mask.any():
+            side = max(frame.size)
+            opts = {
+                k: min(v, side) if k in PIXEL_OPTIONS and v is not None else v for k, v in method_opts.items()
+            }
             try:
-                out = apply_fn(frame.rgb, mask, **method_opts)
+                out = apply_fn(frame.rgb, mask, **opts)
             except PrivpixError:
                 raise
             except Exception as e:

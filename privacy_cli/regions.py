@@ -163,18 +163,46 @@ class Regions:
                     xi1, yi1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
                     if xi1 > xi0 and yi1 > yi0:
                         hard[yi0:yi1, xi0:xi1] = 1
-        if dilate > 0:
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-            hard = cv2.dilate(hard, k)
+        # geometry past the image's size means "everything": bounded by it, so cost stays bounded
+        dilate = int(min(dilate, w + h))
+        feather = float(min(feather, max(w, h)))
+        hard = grow_mask(hard, dilate)
         mask = hard.astype(np.float32)
         if feather > 0:
             # grow first so the feathered edge lies outside the region: the region itself stays at 1
-            grow = int(np.ceil(2 * feather))
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-            grown = cv2.dilate(hard, k).astype(np.float32)
-            soft = cv2.GaussianBlur(grown, (0, 0), feather)
+            grown = grow_mask(hard, int(np.ceil(2 * feather))).astype(np.float32)
+            soft = _gaussian(grown, feather)
             mask = np.maximum(mask, np.clip(soft * 2.0, 0, 1) * (grown > 0))
         return np.clip(mask, 0.0, 1.0)
+
+
+def grow_mask(hard: np.ndarray, radius: int) -> np.ndarray:
+    """Grow a (H, W) uint8 {0,1} mask by ``radius`` pixels (a disc): a structuring element for small
+    radii, a Euclidean distance transform (cost independent of the radius) for large ones."""
+    import cv2
+
+    if radius <= 0:
+        return hard
+    if radius <= 32:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(hard, k)
+    if not hard.any():
+        return hard
+    dist = cv2.distanceTransform((hard == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (dist <= radius).astype(np.uint8)
+
+
+def _gaussian(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a (H, W) float32 mask; large sigmas run on a downscaled copy (same result
+    within interpolation error, cost independent of sigma)."""
+    import cv2
+
+    if sigma <= 16:
+        return cv2.GaussianBlur(mask, (0, 0), sigma)
+    f = 16.0 / sigma
+    h, w = mask.shape
+    small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), 16.0), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def scale_box(box: tuple[float, float, float, float], scale: float) -> tuple[float, float, float, float]:

@@ -381,3 +381,57 @@ def test_unreadable_subfolder_is_an_error(tmp_path: Path) -> None:
         assert (tmp_path / "in" / "ok_blur.png").exists()
     finally:
         (tmp_path / "in" / "locked").chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["blur", "--radius", "inf"],
+        ["blur", "--feather", "nan"],
+        ["blur", "--box-scale", "inf"],
+        ["mask", "--fill", "purple"],
+        ["erase", "--context", "inf", "--model", "telea"],
+    ],
+)
+def test_absurd_values_are_usage_errors_before_any_work(tmp_path: Path, args: list[str]) -> None:
+    # the input does not exist: checked per file this would be exit 1, up front it is exit 2
+    r = runner.invoke(app, [*args, str(tmp_path / "ghost.png"), "--detect", "none", "--allow-empty"])
+    assert r.exit_code == 2, r.output
+    assert "ghost.png" not in r.output
+
+
+@pytest.mark.parametrize(
+    "args", [["blur", "--dilate", "100000"], ["blur", "--feather", "1e9"], ["pixelate", "--block", "100000"]]
+)
+def test_huge_geometry_is_bounded_by_the_image(tmp_path: Path, args: list[str]) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[30, 20, 40, 30]]")
+    r = runner.invoke(app, [*args, str(src), "--boxes", str(boxes), "--json"])
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(tmp_path / f"a_{args[0]}.png")).astype(int)
+    a = np.asarray(Image.open(src)).astype(int)
+    if args[1] != "--block":  # grown past the image: every pixel obfuscated
+        assert (np.abs(out - a).sum(axis=2) > 0).mean() > 0.9
+    else:  # one cell covers the region: a single colour
+        assert len(np.unique(out[20:30, 30:40].reshape(-1, 3), axis=0)) == 1
+
+
+def test_python_warnings_go_through_the_output(tmp_path: Path) -> None:
+    import warnings
+
+    # EXIF claiming more entries than it holds: Pillow warns while reading it
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x0f\x01\x02\x00\x40\x00\x00\x00\xff\xff\xff\xff"
+    src = tmp_path / "w.jpg"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(src, exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path))])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines and all(x.startswith("warning: UserWarning") for x in lines), r.stderr
+    assert "TiffImagePlugin" not in r.stderr and "warnings.warn" not in r.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path)), "--overwrite", "-q"])
+    assert r.exit_code == 0 and r.stderr == ""

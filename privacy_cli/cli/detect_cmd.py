@@ -28,7 +28,7 @@ from .options import (
     WorkersOpt,
     region_spec,
 )
-from .output import Output, cli_errors
+from .output import Output, cli_errors, route_warnings
 
 KIND_COLOURS = {"face": (255, 64, 64), "text": (64, 160, 255)}
 
@@ -110,6 +110,7 @@ def detect(
     from ..runtime import resolve_device
 
     out = Output(json_out, quiet)
+    route_warnings(out)
     spec = region_spec(
         None,
         None,

@@ -34,7 +34,9 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-j", min=1, max=256, help="Images processed in parallel.")
+]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
 KeepMeta = Annotated[
     bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
@@ -97,13 +99,32 @@ ThresholdOpt = Annotated[
 TextOpt = Annotated[
     str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")
 ]
-DilateOpt = Annotated[int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels.")]
+DilateOpt = Annotated[
+    int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels (at most the image's size).")
+]
 BoxScaleOpt = Annotated[
-    float, typer.Option("--box-scale", min=0.1, help="Scale of detected face boxes about their centre.")
+    float,
+    typer.Option("--box-scale", min=0.1, max=100.0, help="Scale of detected face boxes about their centre."),
 ]
 FeatherOpt = Annotated[
-    float, typer.Option("--feather", min=0.0, help="Soft edge width (pixels) added outside the regions.")
+    float,
+    typer.Option(
+        "--feather",
+        min=0.0,
+        help="Soft edge width (pixels) added outside the regions (at most the image's longer side).",
+    ),
 ]
+
+
+def check_finite(kwargs: dict[str, Any]) -> None:
+    """Every float option must be a finite number (``inf``/``nan`` parse as floats): UsageError, exit 2."""
+    import math
+
+    from ..errors import UsageError
+
+    for name, v in kwargs.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--{name.replace('_', '-')} {v}: must be a finite number")
 
 
 def split_list(s: str | None) -> list[str]:
@@ -237,6 +258,8 @@ def image_command(
 
     def command(**kwargs: Any) -> None:
         from ..runtime import resolve_device
+
+        check_finite(kwargs)  # before anything runs, for every option of every image command
 
         # "auto"/"cpu" are resolved where a model loads (no torch import for mask-only jobs)
         device = kwargs["device"] if kwargs["device"] in ("auto", "cpu") else resolve_device(kwargs["device"])
