@@ -1,4 +1,12 @@
-"""The batch runner every image command uses: jobs -> results, progress, JSON records, exit code."""
+"""The batch runner every image command uses: jobs -> results, progress, JSON records, exit code.
+
+Engine API (shared with other engines, e.g. a distributed one): jobs come from
+:func:`privacy_cli.io.plan_outputs` (outputs planned and made unique before anything runs); a
+per-image function ``fn(job) -> Result`` does one image (see ``cli/image_cmds.run_method``);
+:func:`run_one` wraps it so that every failure becomes an error Result (never an exception) and
+skipped/invalid jobs are answered without calling it; :func:`report_results` prints records and the
+summary and gives the exit code.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,21 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from rich.markup import escape
+
 from ..errors import PrivpixError
 from ..io import Job
 from ..pipeline import Result
 from .output import DEBUG, Output
 
 
-def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
+def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
+    """``fn(job)`` as a Result: planning errors and skips are answered without calling ``fn``; any
+    exception becomes a one-line error Result naming the input (nothing is written then)."""
     if job.error:
         return Result(str(job.input), None, "error", error=job.error)
+    if job.skip:
+        return Result(str(job.input), None, "skipped", extra={"reason": job.skip})
     try:
         return fn(job)
     except PrivpixError as e:
@@ -57,21 +71,25 @@ def run_jobs(
         if r.status == "error":
             out.error(r.error or f"{r.input}: failed")
         elif r.status == "skipped":
-            out.info(f"[dim]skipped[/] {r.input}: {r.extra.get('reason', '')}")
+            out.info(f"[dim]skipped[/] {escape(r.input)}: {escape(str(r.extra.get('reason', '')))}")
         else:
+            frames = f", {r.extra['frames']} frames" if r.extra.get("frames") else ""
             out.line(
-                f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)"
+                f"[green]✓[/] {escape(r.input)} → {escape(str(r.output))} "
+                f"({r.regions_obfuscated} region(s){frames}, {r.seconds:.2f} s)"
             )
+        for note in r.extra.get("notes", ()):
+            out.warn(note)
 
     with out.progress(len(jobs), description) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                report(_run_one(job, fn))
+                report(run_one(job, fn))
                 if bar:
                     bar.advance()
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_run_one, job, fn) for job in jobs]
+                futures = [pool.submit(run_one, job, fn) for job in jobs]
                 for fut in as_completed(futures):
                     report(fut.result())
                     if bar:

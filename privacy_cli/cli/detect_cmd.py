@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from ..io import DEFAULT_MAX_PIXELS, Job, load_image, plan_outputs, save_image, write_bytes_atomic
-from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, Result, collect_regions, regions_mask
+from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, Result, collect_regions, regions_json, regions_mask
 from .batch import run_jobs
 from .options import (
     BoxScaleOpt,
@@ -22,12 +22,13 @@ from .options import (
     MaxPixels,
     Overwrite,
     QuietOpt,
+    ShowTextOpt,
     TextOpt,
     ThresholdOpt,
     WorkersOpt,
     region_spec,
 )
-from .output import Output, cli_errors
+from .output import Output, cli_errors, route_warnings
 
 KIND_COLOURS = {"face": (255, 64, 64), "text": (64, 160, 255)}
 
@@ -90,12 +91,14 @@ def detect(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     json_out: JsonOpt = False,
+    show_text: ShowTextOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Find faces and text (with PII categories) and report them.
 
-    Prints a line per image (or one JSON record per image with --json: kind, box, polygon, score,
-    label = recognised text, category = PII category). Masks use the same geometry as the image
+    Prints a line per image (or one JSON record per image with --json: kind, box = the detector's
+    box, obfuscated_box = what the image commands would cover with the same options, polygon, score,
+    category = PII category; label = the recognised text only with --show-text). Masks use the same geometry as the image
     commands (--box-scale, --dilate), so `privpix blur --mask-dir` reproduces them.
 
     Examples:
@@ -107,6 +110,7 @@ def detect(
     from ..runtime import resolve_device
 
     out = Output(json_out, quiet)
+    route_warnings(out)
     spec = region_spec(
         None,
         None,
@@ -149,7 +153,8 @@ def detect(
                 if overwrite or not p.exists():
                     save_image(draw_preview(loaded.rgb, regions, mask), p, quality=90)
                     written.append(str(p))
-        collected[str(job.input)] = regions.to_json()
+        records = regions_json(regions, spec, show_text)
+        collected[str(job.input)] = records
         kinds: dict[str, int] = {}
         for r in regions:
             kinds[r.category or r.kind] = kinds.get(r.category or r.kind, 0) + 1
@@ -162,7 +167,7 @@ def detect(
             len(regions),
             0,
             time.perf_counter() - t0,
-            extra={"size": list(loaded.size), "regions": regions.to_json(), "files": written},
+            extra={"size": list(loaded.size), "regions": records, "files": written},
         )
 
     # detect reports its own line per image; the runner's default line would repeat it

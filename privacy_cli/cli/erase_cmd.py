@@ -64,6 +64,7 @@ erase = image_command(
                 typer.Option(
                     "--work-size",
                     min=64,
+                    max=4096,
                     help="Model working resolution of a crop (default: 512 for neural models).",
                 ),
             ],

@@ -11,12 +11,13 @@ from ..io import Job, plan_outputs
 from ..pipeline import Result, process_file
 from .batch import run_jobs
 from .options import CommonArgs, _p, image_command
-from .output import Output
+from .output import Output, route_warnings
 
 
 def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
     """Plan outputs, run ``method`` over every input, report; returns the exit code."""
     out = Output(common.json, common.quiet)
+    route_warnings(out)
     jobs = plan_outputs(common.inputs, command, common.output)
     if not jobs:
         out.error("no input images found")
@@ -35,10 +36,23 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             keep_metadata=common.keep_metadata,
             max_pixels=common.max_pixels,
             overwrite=common.overwrite,
+            show_text=common.show_text,
         )
 
     code, _ = run_jobs(jobs, one, out, command, common.workers)
     return code
+
+
+def _check_fill(value: str) -> str:
+    """--fill is checked when the command line is parsed (exit 2), not per image."""
+    from ..errors import UsageError
+    from ..methods.fill import parse_fill
+
+    try:
+        parse_fill(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"--fill {value!r}: ")) from None
+    return value
 
 
 EXAMPLES = """
@@ -61,6 +75,7 @@ blur = image_command(
                 typer.Option(
                     "--radius",
                     min=0.0,
+                    max=10000.0,
                     help="Gaussian sigma in pixels (papers' baseline: 8). Default: scaled to each region, "
                     "0.16 x its shorter side, so faces are no longer recognised.",
                 ),
@@ -79,7 +94,11 @@ pixelate = image_command(
             Annotated[
                 int | None,
                 typer.Option(
-                    "--block", min=1, help="Mosaic cell size in pixels. Default: about 8 cells per region."
+                    "--block",
+                    min=1,
+                    max=100000,
+                    help="Mosaic cell size in pixels (at most the image's longer side). Default: about 8 cells per "
+                    "region.",
                 ),
             ],
             None,
@@ -94,7 +113,12 @@ mask = image_command(
         _p(
             "fill",
             Annotated[
-                str, typer.Option("--fill", help="black, white, mean (region's mean colour) or #rrggbb.")
+                str,
+                typer.Option(
+                    "--fill",
+                    callback=_check_fill,
+                    help="black, white, mean (region's mean colour) or #rrggbb.",
+                ),
             ],
             "black",
         ),

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
+from ..regions import BOXES_FORMATS
 
 Inputs = Annotated[
     list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)
@@ -32,7 +34,9 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-j", min=1, max=256, help="Images processed in parallel.")
+]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
 KeepMeta = Annotated[
     bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
@@ -52,7 +56,23 @@ MaskDirOpt = Annotated[
 ResizeMask = Annotated[bool, typer.Option("--resize-mask", help="Scale masks of another size to the image.")]
 BoxesOpt = Annotated[
     Path | None,
-    typer.Option("--boxes", help="JSON boxes/polygons: a list for every image, or {image name: list}."),
+    typer.Option("--boxes", help="JSON file of regions in pixels: " + escape(BOXES_FORMATS) + "."),
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write an unchanged copy when --mask/--mask-dir/--boxes/--annotations has nothing for an image "
+        "(default: that image is an error, exit 1, nothing written).",
+    ),
+]
+ShowTextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--show-text",
+        help="Include the recognised text in --json records (default: only its category, box and score, "
+        "so logs never hold the personal data removed).",
+    ),
 ]
 AnnotationsOpt = Annotated[
     Path | None,
@@ -79,13 +99,32 @@ ThresholdOpt = Annotated[
 TextOpt = Annotated[
     str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")
 ]
-DilateOpt = Annotated[int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels.")]
+DilateOpt = Annotated[
+    int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels (at most the image's size).")
+]
 BoxScaleOpt = Annotated[
-    float, typer.Option("--box-scale", min=0.1, help="Scale of detected face boxes about their centre.")
+    float,
+    typer.Option("--box-scale", min=0.1, max=100.0, help="Scale of detected face boxes about their centre."),
 ]
 FeatherOpt = Annotated[
-    float, typer.Option("--feather", min=0.0, help="Soft edge width (pixels) added outside the regions.")
+    float,
+    typer.Option(
+        "--feather",
+        min=0.0,
+        help="Soft edge width (pixels) added outside the regions (at most the image's longer side).",
+    ),
 ]
+
+
+def check_finite(kwargs: dict[str, Any]) -> None:
+    """Every float option must be a finite number (``inf``/``nan`` parse as floats): UsageError, exit 2."""
+    import math
+
+    from ..errors import UsageError
+
+    for name, v in kwargs.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--{name.replace('_', '-')} {v}: must be a finite number")
 
 
 def split_list(s: str | None) -> list[str]:
@@ -106,6 +145,7 @@ def region_spec(
     box_scale: float,
     feather: float,
     device: str,
+    allow_empty: bool = False,
 ) -> RegionSpec:
     """Reconcile the region options into a RegionSpec (default detection when no source is given)."""
     from ..errors import UsageError
@@ -125,6 +165,7 @@ def region_spec(
         box_scale=box_scale,
         feather=feather,
         device=device,
+        allow_empty=allow_empty,
     )
     kinds = split_list(detect)
     if kinds == ["none"]:
@@ -144,6 +185,14 @@ def region_spec(
             raise UsageError(f"{flag} {p}: no such file")
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise UsageError(f"--mask-dir {mask_dir}: no such folder")
+    if boxes is not None:  # read and validate the whole file before any image is processed
+        from ..errors import RegionError
+        from ..pipeline import boxes_file
+
+        try:
+            boxes_file(spec)
+        except RegionError as e:
+            raise UsageError(f"--boxes {e}") from None
     return spec
 
 
@@ -162,6 +211,7 @@ class CommonArgs:
     keep_metadata: bool
     max_pixels: int
     spec: RegionSpec
+    show_text: bool = False
 
 
 def _p(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -175,6 +225,7 @@ COMMON_PARAMS = [
     _p("mask_dir", MaskDirOpt, None),
     _p("resize_mask", ResizeMask, False),
     _p("boxes", BoxesOpt, None),
+    _p("allow_empty", AllowEmptyOpt, False),
     _p("annotations", AnnotationsOpt, None),
     _p("attributes", AttributesOpt, None),
     _p("detect", DetectOpt, None),
@@ -190,6 +241,7 @@ COMMON_PARAMS = [
     _p("device", DeviceOpt, "auto"),
     _p("workers", WorkersOpt, 1),
     _p("json_out", JsonOpt, False),
+    _p("show_text", ShowTextOpt, False),
     _p("quiet", QuietOpt, False),
 ]
 _COMMON_NAMES = [p.name for p in COMMON_PARAMS]
@@ -207,6 +259,8 @@ def image_command(
     def command(**kwargs: Any) -> None:
         from ..runtime import resolve_device
 
+        check_finite(kwargs)  # before anything runs, for every option of every image command
+
         # "auto"/"cpu" are resolved where a model loads (no torch import for mask-only jobs)
         device = kwargs["device"] if kwargs["device"] in ("auto", "cpu") else resolve_device(kwargs["device"])
         spec = region_spec(
@@ -223,6 +277,7 @@ def image_command(
             kwargs["box_scale"],
             kwargs["feather"],
             device,
+            kwargs["allow_empty"],
         )
         common = CommonArgs(
             inputs=kwargs["inputs"],
@@ -236,6 +291,7 @@ def image_command(
             keep_metadata=kwargs["keep_metadata"],
             max_pixels=kwargs["max_pixels"],
             spec=spec,
+            show_text=kwargs["show_text"],
         )
         method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
         code = run(common, method_kwargs)
