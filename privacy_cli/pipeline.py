@@ -226,11 +226,12 @@ def process_file(
     mask = regions_mask(regions, spec)
     extra: dict[str, Any] = {"regions": regions.to_json()}
     from .methods import get_method
+    from .methods.compose import call_method
 
     apply_fn = get_method(method)
     if mask.any():
         try:
-            out = apply_fn(loaded.rgb, mask, **method_opts)
+            out = call_method(apply_fn, loaded.rgb, mask, regions, **method_opts)
         except PrivpixError:
             raise
         except Exception as e:

@@ -95,8 +95,8 @@ def detect(
     """Find faces and text (with PII categories) and report them.
 
     Prints a line per image (or one JSON record per image with --json: kind, box, polygon, score,
-    label = recognised text, category = PII category). Masks use the same geometry as the image
-    commands (--box-scale, --dilate), so `privpix blur --mask-dir` reproduces them.
+    category = PII category; the recognised text itself is never printed). Masks use the same
+    geometry as the image commands (--box-scale, --dilate), so `privpix blur --mask-dir` reproduces them.
 
     Examples:
 
