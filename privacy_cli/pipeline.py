@@ -45,6 +45,8 @@ class RegionSpec:
     detect: tuple[str, ...] = ()
     threshold: float | None = None
     text: str = "pii"
+    #: let the text detector keep the recognised strings (only for an explicit --show-text)
+    keep_text: bool = False
     box_scale: float = DEFAULT_BOX_SCALE
     dilate: int = 0
     feather: float = 0.0
@@ -183,7 +185,7 @@ def collect_regions(
     if spec.detect:
         from .detect import detect, detector_options
 
-        wanted: dict[str, Any] = {"device": spec.device, "text": spec.text}
+        wanted: dict[str, Any] = {"device": spec.device, "text": spec.text, "keep_text": spec.keep_text}
         if spec.threshold is not None:
             wanted["threshold"] = spec.threshold
         accepted = {o for name in spec.detect for o in detector_options(name)}
@@ -281,6 +283,7 @@ def process_file(
     loaded = load_image(input_path, max_pixels=max_pixels)
     frames = [loaded, *loaded.frames]  # every frame of an animation / page of a TIFF
     from .methods import get_method
+    from .methods.compose import call_method
 
     apply_fn = get_method(method)
     extra: dict[str, Any] = {"regions": []}
@@ -301,7 +304,7 @@ def process_file(
                 k: min(v, side) if k in PIXEL_OPTIONS and v is not None else v for k, v in method_opts.items()
             }
             try:
-                out = apply_fn(frame.rgb, mask, **opts)
+                out = call_method(apply_fn, frame.rgb, mask, regions, **opts)
             except PrivpixError:
                 raise
             except Exception as e:

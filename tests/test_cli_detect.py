@@ -67,8 +67,9 @@ def test_detect_writes_json_masks_and_preview(scene: Path, tmp_path: Path) -> No
     texts = [g for g in rec["regions"] if g["kind"] == "text"]
     email = [g for g in texts if g["category"] == "email"]
     assert email and len(email[0]["polygon"]) == 4
+    assert any(g["category"] is None for g in texts)  # the plain word: found, not personal
     # the personal text itself is never in the JSON without --show-text
-    assert all("label" not in g for g in texts)
+    assert all(g.get("label") is None for g in texts)
     assert "example.com" not in r.stdout and "Spaceflight" not in r.stdout
     saved = json.loads(out_json.read_text())
     assert list(saved) == [str(scene)] and saved[str(scene)] == rec["regions"]

@@ -126,6 +126,7 @@ def detect(
         0.0,
         resolve_device(device),
     )
+    spec.keep_text = show_text
     jobs = plan_outputs(inputs, "detect", None)
     if not jobs:
         out.error("no input images found")

@@ -293,6 +293,7 @@ def image_command(
             spec=spec,
             show_text=kwargs["show_text"],
         )
+        spec.keep_text = kwargs["show_text"]
         method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
         code = run(common, method_kwargs)
         if code:
