@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
 import typer
 
-from ..io import Job, plan_outputs
+from ..io import Job
 from ..pipeline import Result, process_file
-from .batch import run_jobs
 from .options import CommonArgs, _p, image_command
 from .output import Output, route_warnings
 
 
-def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
-    """Plan outputs, run ``method`` over every input, report; returns the exit code."""
-    out = Output(common.json, common.quiet)
-    route_warnings(out)
-    jobs = plan_outputs(common.inputs, command, common.output)
-    if not jobs:
-        out.error("no input images found")
-        return 1
+def method_fn(
+    method: str, common: CommonArgs, method_kwargs: dict[str, Any]
+) -> Callable[[Job], Result]:
+    """The per-image function of ``method`` (built where it runs: a Ray actor builds its own)."""
 
     def one(job: Job) -> Result:
         assert job.output is not None
@@ -39,7 +35,21 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             show_text=common.show_text,
         )
 
-    code, _ = run_jobs(jobs, one, out, command, common.workers)
+    return one
+
+
+def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
+    """Plan outputs, run ``method`` over every input on the chosen engine, report; returns the exit code."""
+    from .. import engines
+
+    opts = engines.EngineOptions.from_common(common)  # checks the engine options before any work
+    out = Output(common.json, common.quiet)
+    route_warnings(out)
+    jobs = engines.plan(common.inputs, command, common.output)
+    if not jobs:
+        out.error("no input images found")
+        return 1
+    code, _ = engines.run_jobs(jobs, partial(method_fn, method, common, method_kwargs), out, command, opts)
     return code
 
 

@@ -37,6 +37,24 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (aut
 WorkersOpt = Annotated[
     int, typer.Option("--workers", "-j", min=1, max=256, help="Images processed in parallel.")
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (a Ray cluster: actors, batches, retries, a resumable manifest; "
+        "pip install 'privpix[ray]'). Inputs/-o may be s3:// or gs:// URIs.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Ray cluster to use with --engine ray: auto (the running one) or host:port. "
+        "Default: start a local cluster.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, max=100000, help="Images per Ray task (--engine ray).")
+]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
 KeepMeta = Annotated[
     bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
@@ -212,6 +230,9 @@ class CommonArgs:
     max_pixels: int
     spec: RegionSpec
     show_text: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    batch_size: int = 8
 
 
 def _p(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -240,6 +261,9 @@ COMMON_PARAMS = [
     _p("max_pixels", MaxPixels, DEFAULT_MAX_PIXELS),
     _p("device", DeviceOpt, "auto"),
     _p("workers", WorkersOpt, 1),
+    _p("engine", EngineOpt, "local"),
+    _p("ray_address", RayAddressOpt, None),
+    _p("batch_size", BatchSizeOpt, 8),
     _p("json_out", JsonOpt, False),
     _p("show_text", ShowTextOpt, False),
     _p("quiet", QuietOpt, False),
@@ -292,6 +316,9 @@ def image_command(
             max_pixels=kwargs["max_pixels"],
             spec=spec,
             show_text=kwargs["show_text"],
+            engine=kwargs["engine"],
+            ray_address=kwargs["ray_address"],
+            batch_size=kwargs["batch_size"],
         )
         spec.keep_text = kwargs["show_text"]
         method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
