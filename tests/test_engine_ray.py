@@ -67,7 +67,7 @@ def cluster():
     os.environ.update(env)
     runtime_env = {"env_vars": {**env, "OMP_NUM_THREADS": "1"}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
+        ray.init(runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=2, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
     yield f"http://{host}:{port}"
@@ -143,10 +143,12 @@ def killing_fn(marker: str, victim: str, common, kwargs):  # noqa: ANN001 - buil
     def one(job):  # noqa: ANN001, ANN202
         if job.input.name == victim:
             try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 pass
             else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
                 os.kill(os.getpid(), signal.SIGKILL)
         return inner(job)
 
@@ -200,7 +202,8 @@ def test_killed_actor_is_retried_every_output_once(cluster, photos, local_out, t
     assert {r.status for r in results} <= {"ok", "skipped"}  # an image written before the kill: skipped
     manifest = _rows((out / MANIFEST).read_text())
     assert Counter(Path(m["input"]).name for m in manifest) == Counter(names)
-    assert len({m["worker"] for m in manifest}) >= 2  # the restarted actor is a new process
+    killed = (tmp_path / "killed").read_text()
+    assert killed and all(m["worker"].split(":")[-1] != killed for m in manifest)  # rows of the new actor
     tree = _tree(out)
     tree.pop(MANIFEST)
     assert sorted(tree) == names  # exactly one output each, no temporary file left

@@ -18,17 +18,19 @@ and is retried by the next run (the manifest records only what finished).
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import PrivpixError, UsageError
 from ..io import Job
 from ..pipeline import Result
 from .manifest import Manifest, manifest_location
@@ -57,6 +59,8 @@ def connect(address: str | None) -> bool:
     ray = _import_ray()
     if ray.is_initialized():
         return False
+    if not _DEBUG:  # Ray's C++ core logs warnings on stderr; privpix reports what matters itself
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(
             address=address,
@@ -65,9 +69,29 @@ def connect(address: str | None) -> bool:
             include_dashboard=False,
             configure_logging=True,
         )
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise UsageError(f"--ray-address {address}: cannot connect to Ray ({e})") from None
+    except Exception as e:  # Ray raises bare Exceptions for start-up timeouts
+        where = f"--ray-address {address}" if address else "--engine ray"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PrivpixError(f"{where}: cannot start or join a Ray cluster ({msg})") from None
     return True
+
+
+def _ray_messages_to_stderr(ray: Any, quiet: bool) -> None:
+    """Ray prints its own notices (task retries, dead workers) on the driver's stdout, where they would
+    break ``--json``; send them to stderr (or drop them with ``--quiet``). Uses Ray's private printer,
+    and does nothing when it is not there."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    printer = getattr(worker, "print_to_stdstream", None)
+    printer = getattr(printer, "__wrapped__", printer)
+    if printer is None:
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        if not quiet or _DEBUG:
+            printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.__wrapped__ = printer  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 class PrivpixActor:
@@ -84,6 +108,17 @@ class PrivpixActor:
             r = run_task(Task.from_json(str(s)), self.fn, self.overwrite)
             rows.append(json.dumps({**r.to_json(), "worker": self.worker}, default=str))
         return {"row": np.array(rows, dtype=object)}
+
+
+def _bound_actor(make_fn: FnFactory, overwrite: bool) -> type:
+    """A PrivpixActor class with its arguments baked in (pickled with the class, not kept in the object
+    store as constructor arguments, so a restarted actor never depends on an object that may be gone)."""
+
+    class PrivpixWorker(PrivpixActor):
+        def __init__(self) -> None:
+            super().__init__(make_fn, overwrite)
+
+    return PrivpixWorker
 
 
 def _result(row: dict[str, Any]) -> Result:
@@ -112,7 +147,7 @@ def remove_stale_parts(tasks: Sequence[Task]) -> int:
     for folder, names in folders.items():
         for name in names:
             stem, ext = os.path.splitext(name)
-            for part in folder.glob(f".{stem}.*.part{ext}"):
+            for part in folder.glob(f".{glob.escape(stem)}.*.part{glob.escape(ext)}"):
                 try:
                     part.unlink()
                     n += 1
@@ -145,6 +180,7 @@ def run(
     started = False
     try:
         if todo:
+            _ray_messages_to_stderr(ray, out.quiet or out.json)
             started = connect(opts.ray_address)
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # progress is privpix's own bar
@@ -156,17 +192,20 @@ def run(
                 [{"task": t.to_json()} for t in todo],
                 override_num_blocks=max(1, math.ceil(len(todo) / opts.batch_size)),
             )
-            ds = ds.map_batches(
-                PrivpixActor,
-                fn_constructor_args=(make_fn, opts.overwrite),
-                batch_size=opts.batch_size,
-                batch_format="numpy",
-                concurrency=opts.workers,
-                num_cpus=1,
-                num_gpus=1 if gpus >= 1 else None,
-                max_restarts=-1,
-                max_task_retries=TASK_RETRIES,
-            )
+            with warnings.catch_warnings():
+                # bounded retries have no named parameter yet (Ray's default retries forever, which a
+                # poison image that kills every actor would turn into a job that never ends)
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+                ds = ds.map_batches(
+                    _bound_actor(make_fn, opts.overwrite),
+                    batch_size=opts.batch_size,
+                    batch_format="numpy",
+                    concurrency=opts.workers,
+                    num_cpus=1,
+                    num_gpus=1 if gpus >= 1 else None,
+                    max_restarts=-1,
+                    max_task_retries=TASK_RETRIES,
+                )
             seen: set[str] = set()
 
             def emit(row: dict[str, Any]) -> None:
