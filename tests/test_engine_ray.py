@@ -128,9 +128,6 @@ def test_ray_matches_local_bytes_manifest_and_bad_file(cluster, photos, local_ou
     r = runner.invoke(app, [*args, "--json"])
     assert r.exit_code == 1
     assert [s["input"] for s in _rows(r.stdout)] == [bad[0]["input"]]
-    # --overwrite redoes everything and starts a new manifest
-    r = runner.invoke(app, [*args, "--json", "--overwrite", "--workers", "2", "--batch-size", "8"])
-    assert len(_rows(r.stdout)) == N_PHOTOS + 1 and len(_rows((out / MANIFEST).read_text())) == N_PHOTOS + 1
 
 
 def killing_fn(marker: str, victim: str, common, kwargs):  # noqa: ANN001 - built in a Ray actor
@@ -243,9 +240,8 @@ def test_interrupted_job_resumes_with_the_rest(cluster, photos, tmp_path):
         )
     first = _rows((out / MANIFEST).read_text())
     assert len(first) == 2
-    r = runner.invoke(
-        app, ["blur", str(tmp_path / "in"), "-o", str(out), "--detect", "faces", "--engine", "ray", "--json"]
-    )
+    cmd = ["blur", str(tmp_path / "in"), "-o", str(out), "--detect", "faces", "--engine", "ray", "--json"]
+    r = runner.invoke(app, cmd)
     assert r.exit_code == 0, r.output
     second = [Path(s["input"]).name for s in _rows(r.stdout)]
     done = {Path(m["input"]).name for m in first}
@@ -255,6 +251,11 @@ def test_interrupted_job_resumes_with_the_rest(cluster, photos, tmp_path):
     tree = _tree(out)
     tree.pop(MANIFEST)
     assert sorted(tree) == names
+
+    # --overwrite redoes everything and starts a new manifest
+    r = runner.invoke(app, [*cmd, "--overwrite"])
+    assert r.exit_code == 0 and sorted(Path(s["input"]).name for s in _rows(r.stdout)) == names
+    assert {s["status"] for s in _rows(r.stdout)} == {"ok"} and len(_rows((out / MANIFEST).read_text())) == 6
 
 
 def test_object_store_in_and_out(cluster, photos, local_out):
