@@ -4,8 +4,8 @@ Engine API (shared with other engines, e.g. a distributed one): jobs come from
 :func:`privacy_cli.io.plan_outputs` (outputs planned and made unique before anything runs); a
 per-image function ``fn(job) -> Result`` does one image (see ``cli/image_cmds.run_method``);
 :func:`run_one` wraps it so that every failure becomes an error Result (never an exception) and
-skipped/invalid jobs are answered without calling it; :func:`report_results` prints records and the
-summary and gives the exit code.
+skipped/invalid jobs are answered without calling it; :func:`report_result` prints a result's lines.
+Engines: privacy_cli/engines (``--engine local`` is :func:`run_jobs`, ``--engine ray`` a Ray cluster).
 """
 
 from __future__ import annotations
@@ -47,6 +47,22 @@ def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
         )
 
 
+def report_result(out: Output, r: Result) -> None:
+    """The human line(s) for one result: an error line, a dim "skipped", or a ✓ line; then its notes."""
+    if r.status == "error":
+        out.error(r.error or f"{r.input}: failed")
+    elif r.status == "skipped":
+        out.info(f"[dim]skipped[/] {escape(r.input)}: {escape(str(r.extra.get('reason', '')))}")
+    else:
+        frames = f", {r.extra['frames']} frames" if r.extra.get("frames") else ""
+        out.line(
+            f"[green]✓[/] {escape(r.input)} → {escape(str(r.output))} "
+            f"({r.regions_obfuscated} region(s){frames}, {r.seconds:.2f} s)"
+        )
+    for note in r.extra.get("notes", ()):
+        out.warn(note)
+
+
 def run_jobs(
     jobs: list[Job],
     fn: Callable[[Job], Result],
@@ -68,18 +84,7 @@ def run_jobs(
     def report(r: Result) -> None:
         results.append(r)
         out.record(r.to_json())
-        if r.status == "error":
-            out.error(r.error or f"{r.input}: failed")
-        elif r.status == "skipped":
-            out.info(f"[dim]skipped[/] {escape(r.input)}: {escape(str(r.extra.get('reason', '')))}")
-        else:
-            frames = f", {r.extra['frames']} frames" if r.extra.get("frames") else ""
-            out.line(
-                f"[green]✓[/] {escape(r.input)} → {escape(str(r.output))} "
-                f"({r.regions_obfuscated} region(s){frames}, {r.seconds:.2f} s)"
-            )
-        for note in r.extra.get("notes", ()):
-            out.warn(note)
+        report_result(out, r)
 
     with out.progress(len(jobs), description) as bar:
         if workers <= 1 or len(jobs) <= 1:

@@ -18,7 +18,6 @@ and is retried by the next run (the manifest records only what finished).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -136,39 +135,20 @@ def _result(row: dict[str, Any]) -> Result:
 
 
 def remove_stale_parts(tasks: Sequence[Task]) -> int:
-    """Remove temporary files that :func:`privacy_cli.io.atomic_file` left beside this run's local
-    outputs when a worker was killed mid-write (``.<stem>.<random>.part<ext>``). Returns how many."""
-    n = 0
-    folders: dict[Path, set[str]] = {}
-    for t in tasks:
-        if t.output and not is_remote(t.output):
-            p = Path(t.output)
-            folders.setdefault(p.parent, set()).add(p.name)
-    for folder, names in folders.items():
-        for name in names:
-            stem, ext = os.path.splitext(name)
-            for part in folder.glob(f".{glob.escape(stem)}.*.part{glob.escape(ext)}"):
-                try:
-                    part.unlink()
-                    n += 1
-                except OSError:
-                    pass
-    return n
+    """Remove the temporary files that workers killed mid-write left beside this run's local outputs
+    (see :func:`privacy_cli.io.remove_stale_temps`: only files of processes no longer running). A
+    retried image whose output was already complete never reopens it, so nothing else would."""
+    from ..io import remove_stale_temps
 
-
-def _report(out: Any, r: Result) -> None:
-    if r.status == "error":
-        out.error(r.error or f"{r.input}: failed")
-    elif r.status == "skipped":
-        out.info(f"[dim]skipped[/] {r.input}: {r.extra.get('reason', '')}")
-    else:
-        out.line(f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)")
+    return sum(len(remove_stale_temps(Path(t.output))) for t in tasks if t.output and not is_remote(t.output))
 
 
 def run(
     jobs: Sequence[Job | Task], make_fn: FnFactory, out: Any, description: str, opts: EngineOptions
 ) -> tuple[int, list[Result]]:
     """Run the per-image function from ``make_fn`` over ``jobs`` on Ray. Returns (exit code, results)."""
+    from ..cli.batch import report_result
+
     ray = _import_ray()
     tasks = as_tasks(jobs)
     where = manifest_location(tasks, opts.output, description)
@@ -215,7 +195,7 @@ def run(
                 out.record(row)
                 r = _result(row)
                 results.append(r)
-                _report(out, r)
+                report_result(out, r)
 
             with out.progress(len(todo), description) as bar:
                 rows = iter(ds.iter_rows())

@@ -20,11 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputError, UsageError
-from ..io import Job, is_image_path, plan_outputs, write_bytes_atomic
+from ..io import Found, Job, expand_inputs, is_image_path, plan_outputs, write_bytes_atomic
 from ..pipeline import Result
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(/?)")
@@ -56,18 +56,18 @@ def is_remote(p: str | os.PathLike | None) -> bool:
 @dataclass
 class Task:
     """One planned image as plain strings (picklable, JSON-able). ``rel``: path relative to the walked
-    root (posix). ``error``: set when the input itself is unusable."""
+    root (posix). ``error``: the input is unusable; ``skip``: left out on purpose (as in io.Job)."""
 
     input: str
     output: str | None
     rel: str
     error: str | None = None
+    skip: str | None = None
 
     @classmethod
     def from_job(cls, job: Job) -> Task:
-        return cls(
-            str(job.input), None if job.output is None else str(job.output), job.rel.as_posix(), job.error
-        )
+        out = None if job.output is None else str(job.output)
+        return cls(str(job.input), out, job.rel.as_posix(), job.error, getattr(job, "skip", None))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -103,14 +103,12 @@ def _join(base: str, *parts: str) -> str:
     return str(Path(base, *[p for p in parts if p and p != "."]))
 
 
-def _walk(raw: str, skip_suffix: str) -> list[tuple[str, str, bool]]:
-    """``(location, rel, under_root)`` for each image of one input argument (file, folder/prefix or
-    glob); an input that matches nothing gives one entry with an empty ``rel``."""
+def _walk(raw: str, skip_suffix: str) -> list[Found]:
+    """The entries of one input argument (file, folder/prefix or glob) as :class:`~privacy_cli.io.Found`
+    with string paths for URIs: local paths through :func:`privacy_cli.io.expand_inputs`, URIs through
+    fsspec (kept by image extension; an argument that matches nothing is an error entry)."""
     if not is_remote(raw):
-        return [
-            (str(f), rel.as_posix() if f.exists() else "", root is not None)
-            for f, rel, root in _expand_local(raw, skip_suffix)
-        ]
+        return expand_inputs([raw], skip_suffix=skip_suffix)
     fs, root = _fs(raw)
     proto = raw.split("://", 1)[0]
 
@@ -122,24 +120,22 @@ def _walk(raw: str, skip_suffix: str) -> list[tuple[str, str, bool]]:
         stem = posixpath.splitext(name)[0]
         return is_image_path(Path(name)) and not name.startswith(".") and not stem.endswith(skip_suffix)
 
+    def found(path: str, rel: str, root: str | None) -> Found:
+        return Found(uri(path), rel, root)  # type: ignore[arg-type]
+
     root = root.rstrip("/")
     try:
         if _glob.has_magic(root):
-            hits = sorted(p for p in fs.glob(root) if keep(p) and fs.isfile(p))
-            return [(uri(p), posixpath.basename(p), False) for p in hits] or [(raw, "", False)]
-        if fs.isdir(root):
-            return [(uri(p), posixpath.relpath(p, root), True) for p in sorted(fs.find(root)) if keep(p)]
-        if fs.isfile(root):
-            return [(uri(root), posixpath.basename(root), False)]
+            hits = [p for p in sorted(fs.glob(root)) if keep(p) and fs.isfile(p)]
+            if hits:
+                return [found(p, posixpath.basename(p), None) for p in hits]
+        elif fs.isdir(root):
+            return [found(p, posixpath.relpath(p, root), root) for p in sorted(fs.find(root)) if keep(p)]
+        elif fs.isfile(root):
+            return [found(root, posixpath.basename(root), None)]
     except OSError as e:
-        raise UsageError(f"{raw}: cannot list ({e})") from None
-    return [(raw, "", False)]
-
-
-def _expand_local(raw: str, skip_suffix: str):  # type: ignore[no-untyped-def]
-    from ..io import expand_inputs
-
-    return expand_inputs([raw], skip_suffix=skip_suffix)
+        return [Found(raw, posixpath.basename(root), None, error=f"{raw}: cannot list ({e})")]  # type: ignore[arg-type]
+    return [Found(raw, posixpath.basename(root), None, error=f"{raw}: no such file or directory")]  # type: ignore[arg-type]
 
 
 def plan_tasks(
@@ -150,36 +146,42 @@ def plan_tasks(
     With no URI among inputs and output, this is exactly :func:`privacy_cli.io.plan_outputs` (a list of
     :class:`~privacy_cli.io.Job`). Otherwise tasks: default output next to the input as
     ``<stem>_<command><ext>``; ``-o`` a single file (one input), or a folder/prefix under which folder
-    inputs mirror their tree. An output that would land on an input is an error for that image.
+    inputs mirror their tree; names made unique within the run (``-2``, ``-3``...). An output that
+    would land on an input is an error for that image.
     """
     inputs = [as_location(s) or "" for s in inputs]
     out = as_location(output)
     if not any(is_remote(s) for s in inputs) and not is_remote(out):
         return plan_outputs(inputs, command, output)
-    skip = f"_{command}"
-    expanded = [item for raw in inputs for item in _walk(raw, skip)]
+    expanded = [e for raw in inputs for e in _walk(raw, f"_{command}")]
+    files = [e for e in expanded if e.error is None and e.skip is None]
     single = out is not None and is_image_path(Path(out)) and not (not is_remote(out) and Path(out).is_dir())
-    if single and len(expanded) > 1:
-        raise UsageError(f"-o {out}: a single output file needs a single input ({len(expanded)} given)")
-    in_set = {loc for loc, rel, _ in expanded if rel}
+    if single and len(files) > 1:
+        raise UsageError(f"-o {out}: a single output file needs a single input ({len(files)} given)")
+    in_set = {str(e.path) for e in files}
+    taken: set[str] = set()
     tasks: list[Task] = []
-    for loc, rel, under_root in expanded:
-        if not rel:  # nothing matched
-            tasks.append(
-                Task(loc, None, posixpath.basename(loc.rstrip("/")), f"{loc}: no such file or directory")
-            )
+    for e in expanded:
+        loc, rel = str(e.path), PurePosixPath(e.rel).as_posix()
+        if e.error is not None or e.skip is not None:
+            tasks.append(Task(loc, None, rel, e.error, e.skip))
             continue
-        base = posixpath.basename(loc) if is_remote(loc) else Path(loc).name
-        stem, ext = posixpath.splitext(base)
+        stem, ext = posixpath.splitext(posixpath.basename(loc) if is_remote(loc) else Path(loc).name)
         if out is None:
             parent = posixpath.dirname(loc) if is_remote(loc) else str(Path(loc).parent)
             dst = _join(parent, f"{stem}_{command}{ext}")
         elif single:
             dst = out
-        elif under_root:
+        elif e.root is not None:
             dst = _join(out, posixpath.dirname(rel), f"{stem}{ext}")
         else:
             dst = _join(out, f"{stem}_{command}{ext}")
+        base, n = dst, 1
+        while dst in taken:  # two inputs with one name: the later ones get -2, -3... as locally
+            n += 1
+            root_, ext_ = posixpath.splitext(base)
+            dst = f"{root_}-{n}{ext_}"
+        taken.add(dst)
         err = f"{loc}: output {dst} would overwrite an input; choose another -o" if dst in in_set else None
         tasks.append(Task(loc, dst, rel, err))
     return tasks
@@ -275,11 +277,13 @@ def run_task(task: Task, fn: Callable[[Job], Result], overwrite: bool) -> Result
 
     Local tasks run exactly as the local engine runs them; remote ones through a staged local copy.
     """
-    from ..cli.batch import _run_one
+    from ..cli.batch import run_one
 
     if task.error:
         return Result(task.input, None, "error", error=task.error)
+    if task.skip:
+        return Result(task.input, None, "skipped", extra={"reason": task.skip})
     if task.staged:
-        return _staged(task, fn, overwrite, _run_one)
+        return _staged(task, fn, overwrite, run_one)
     job = Job(Path(task.input), None if task.output is None else Path(task.output), Path(task.rel))
-    return _run_one(job, fn)
+    return run_one(job, fn)
