@@ -15,9 +15,15 @@ from .output import Output, route_warnings
 
 
 def method_fn(
-    method: str, common: CommonArgs, method_kwargs: dict[str, Any]
+    method: str,
+    common: CommonArgs,
+    method_kwargs: dict[str, Any],
+    setup: Callable[[], None] | None = None,
 ) -> Callable[[Job], Result]:
-    """The per-image function of ``method`` (built where it runs: a Ray actor builds its own)."""
+    """The per-image function of ``method``, built in the process that runs it (a Ray actor builds its
+    own); ``setup`` (picklable) first applies process-wide settings there, e.g. the weights folder."""
+    if setup is not None:
+        setup()
 
     def one(job: Job) -> Result:
         assert job.output is not None
@@ -38,7 +44,13 @@ def method_fn(
     return one
 
 
-def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
+def run_method(
+    command: str,
+    method: str,
+    common: CommonArgs,
+    method_kwargs: dict[str, Any],
+    setup: Callable[[], None] | None = None,
+) -> int:
     """Plan outputs, run ``method`` over every input on the chosen engine, report; returns the exit code."""
     from .. import engines
 
@@ -49,7 +61,9 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
     if not jobs:
         out.error("no input images found")
         return 1
-    code, _ = engines.run_jobs(jobs, partial(method_fn, method, common, method_kwargs), out, command, opts)
+    code, _ = engines.run_jobs(
+        jobs, partial(method_fn, method, common, method_kwargs, setup), out, command, opts
+    )
     return code
 
 

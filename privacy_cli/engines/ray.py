@@ -172,20 +172,22 @@ def run(
                 [{"task": t.to_json()} for t in todo],
                 override_num_blocks=max(1, math.ceil(len(todo) / opts.batch_size)),
             )
+            stage = {
+                "batch_size": opts.batch_size,
+                "batch_format": "numpy",
+                "concurrency": opts.workers,
+                "num_cpus": 1,
+                "num_gpus": 1 if gpus >= 1 else None,
+            }
+            actor = _bound_actor(make_fn, opts.overwrite)
             with warnings.catch_warnings():
-                # bounded retries have no named parameter yet (Ray's default retries forever, which a
-                # poison image that kills every actor would turn into a job that never ends)
+                # bounded retries have no named parameter (Ray's default retries forever, which a poison
+                # image that kills every actor would turn into a job that never ends)
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                ds = ds.map_batches(
-                    _bound_actor(make_fn, opts.overwrite),
-                    batch_size=opts.batch_size,
-                    batch_format="numpy",
-                    concurrency=opts.workers,
-                    num_cpus=1,
-                    num_gpus=1 if gpus >= 1 else None,
-                    max_restarts=-1,
-                    max_task_retries=TASK_RETRIES,
-                )
+                try:
+                    ds = ds.map_batches(actor, **stage, max_restarts=-1, max_task_retries=TASK_RETRIES)
+                except TypeError:  # a Ray without the remote-args passthrough: its own retry defaults
+                    ds = ds.map_batches(actor, **stage)
             seen: set[str] = set()
 
             def emit(row: dict[str, Any]) -> None:
