@@ -49,7 +49,7 @@ def main() -> None:
     photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if args.limit:
         photos = photos[: args.limit]
-    exe = [sys.executable, "-m", "privacy_cli.cli.app"]
+    exe = [sys.executable, "-c", "from privacy_cli.cli.app import main; main()"]
     with tempfile.TemporaryDirectory() as d:
         src = Path(d, "in")
         src.mkdir()
