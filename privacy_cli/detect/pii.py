@@ -365,8 +365,10 @@ def _is_street_address(t: str) -> bool:
 def _respace(t: str) -> str:
     """Undo the spacing slips OCR makes: words run together (``Born03.06.1983``, ``899aMillAvenue``,
     ``IBANDE72...``, ``Call+39...``, ``D.O.B.28.03``) or spaces inside e-mails (``a. b@c. com``)."""
-    s = re.sub(r"(?i)^(iban)\s*:?\s*(?=[A-Z]{2}\d{2})", r"\1 ", t)
+    s = re.sub(r"(?i)(?<=stra)[bβf8](?=e\b)", "ß", t)  # straBe: ß read as B
+    s = re.sub(r"(?i)^(iban)\s*:?\s*(?=[A-Z]{2}\d{2})", r"\1 ", s)
     s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", s)  # camel case: MillAvenue
+    s = re.sub(r"(?<![A-Za-z])[lI|](?=\d{1,4}\b)", "1", s)  # l37: 1 read as l
     s = re.sub(r"(?<=[a-z])(?=\d)", " ", s)  # Born03
     s = re.sub(r"(?<=[A-Za-z])(?=\d{1,2}[./-]\d{1,2}[./-]\d{2,4})", " ", s)  # DOB06.04.1972
     s = re.sub(r"(?<=\d)(?=[a-z]{3})", " ", s)  # 49rue
@@ -424,8 +426,14 @@ def classify_pii(text: str) -> str | None:
         v = _respace(t)
         if v != t:
             cat = _classify(v, names=False)
-            # a name run together (SofiaMiller): only words of 3+ letters (not WiFi, not McDonald)
-            if cat is None and " " not in t and all(len(w) >= 3 for w in v.split()) and _is_person_name(v):
+            # a name run together (SofiaMiller, C.Keller): words of 3+ letters or initials (not WiFi)
+            words = v.split()
+            if (
+                cat is None
+                and " " not in t
+                and all(len(w) >= 3 or re.fullmatch(r"[A-Z]\.", w) for w in words)
+                and _is_person_name(v)
+            ):
                 cat = "person_name"
     return cat
 
@@ -623,14 +631,15 @@ def _classify_rows(
         if len(row) < 2:
             continue
         known = {}
+        alone = list(cats)  # each box's own category: what minimality is judged against
         for size in range(2, min(len(row), 6) + 1):
             for s in range(len(row) - size + 1):
                 win = row[s : s + size]
                 cat = classify_pii(" ".join(ln.text for ln in win))
                 known[(s, size)] = cat
-                if cat is None or known.get((s + 1, size - 1), _first(cats, win[1:])) == cat:
+                if cat is None or known.get((s + 1, size - 1), _first(alone, win[1:])) == cat:
                     continue
-                if known.get((s, size - 1), _first(cats, win[:-1])) == cat:
+                if known.get((s, size - 1), _first(alone, win[:-1])) == cat:
                     continue
                 for ln in win:
                     if cats[ln.index] is None:
