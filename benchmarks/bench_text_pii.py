@@ -41,7 +41,9 @@ def main() -> None:
     ap.add_argument("--benign", type=int, default=2, help="benign strings per scene")
     args = ap.parse_args()
 
-    scenes = make_scenes(args.seed, args.scenes, personal_per_scene=args.personal, benign_per_scene=args.benign)
+    scenes = make_scenes(
+        args.seed, args.scenes, personal_per_scene=args.personal, benign_per_scene=args.benign
+    )
     t_ocr = None
     if args.cache and args.cache.exists():
         ocr_lines = json.loads(args.cache.read_text())
