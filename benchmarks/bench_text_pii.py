@@ -37,9 +37,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="JSON file with PP-OCR's lines per scene (made if absent)")
     ap.add_argument("--misses", action="store_true", help="list missed / wrongly altered synthetic strings")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for PP-OCR")
+    ap.add_argument("--personal", type=int, default=3, help="personal strings per scene")
+    ap.add_argument("--benign", type=int, default=2, help="benign strings per scene")
     args = ap.parse_args()
 
-    scenes = make_scenes(args.seed, args.scenes, personal_per_scene=3, benign_per_scene=2)
+    scenes = make_scenes(
+        args.seed, args.scenes, personal_per_scene=args.personal, benign_per_scene=args.benign
+    )
     t_ocr = None
     if args.cache and args.cache.exists():
         ocr_lines = json.loads(args.cache.read_text())

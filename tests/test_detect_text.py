@@ -134,8 +134,9 @@ def test_pii_recall_and_false_positives_on_generated_photos(ocr):
     covered by the --text pii mask, <= 10% of the benign strings are touched."""
     from privacy_cli.bench.text_attack import make_scenes, score_pii
 
-    scenes = make_scenes(seed=31, n_scenes=8, personal_per_scene=4, benign_per_scene=2)
+    # a seed never used while developing the rules (docs/methods.md: 35/36 found, 0/24 altered)
+    scenes = make_scenes(seed=2027, n_scenes=12, personal_per_scene=3, benign_per_scene=2)
     res = score_pii(scenes, [ocr.read_lines(img) for img, _ in scenes])
-    assert res["personal"] == 32 and res["benign"] == 16
+    assert res["personal"] == 36 and res["benign"] == 24
     assert res["recall"] >= 0.95, res["per_category"]
     assert res["benign_altered_rate"] <= 0.10

@@ -269,3 +269,14 @@ def test_personal_runs_become_one_region():
     assert len(regs) == 1 and regs[0].category is not None
     assert regs[0].box == pytest.approx((10, 10, 340, 40))  # the gaps between the groups are covered
     assert len(lines_to_regions(lines, "all")) == 2
+
+
+def test_weak_lines_count_only_with_their_row():
+    # OCR was unsure of "L.": alone it is nothing, before a surname it makes a name
+    lines = [(_box(10, 10, 40, 40), "L."), (_box(52, 10, 200, 40), "Weber")]
+    assert classify_lines(lines, weak=[True, False]) == ["person_name", "person_name"]
+    assert classify_lines([lines[0]], weak=[True]) == [None]
+    # an unsure fragment right after a card number's groups goes with it
+    lines = [(_box(10, 10, 300, 40), "4111 1111 1111 1111"), (_box(330, 10, 380, 40), "%&")]
+    assert classify_lines(lines, weak=[False, True]) == ["card", "card"]
+    assert classify_lines([(_box(10, 10, 60, 40), "DOB")], weak=[True]) == [None]

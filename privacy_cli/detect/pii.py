@@ -104,11 +104,11 @@ _STREET_AFTER = (
     "terrace|highway|hwy|parkway|pkwy|crescent|close|gardens|grove|row|mews|alley"
 )
 _ADDR_NUM_FIRST = re.compile(
-    rf"(?i)(?<![\w.])\d{{1,5}}[a-z]?,?\s+(?:[A-Za-zÀ-ÿ'\-]+\s+){{1,3}}(?:{_STREET_AFTER})\b\.?"
+    rf"(?i)(?<![\w.])\d{{1,5}}[a-z]?[.,]?\s+(?:[A-Za-zÀ-ÿ'\-]+\s+){{1,3}}(?:{_STREET_AFTER})\b\.?"
     r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b)?"
 )
 _ADDR_SUFFIX = re.compile(
-    r"(?i)(?<![\w])[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ\-]*(?:straße|strasse|strabe|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|"
+    r"(?i)(?<![\w])[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ\-]*(?:stra(?:ß|ss|b|β|f|8)e|str\.|weg|gasse|platz|allee|damm|ufer|chaussee|"
     r"straat|laan|gracht|plein|kade|singel|steeg)\s*\d{1,4}\s?[a-z]?(?![\w])"
 )
 _ADDR_ROMANCE = re.compile(
@@ -120,7 +120,7 @@ _UK_POSTCODE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}(?![
 
 _TITLES = re.compile(
     r"(?<![\w])(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Lady|Lord|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra)"
-    r"\.?\s+(?:[A-Z]\.\s*)*[A-ZÀ-Ý][a-zà-ÿ'\-]+"
+    r"\.?\s+(?:(?:[A-Z]\.\s*)*[A-ZÀ-Ý][a-zà-ÿ'\-]+|(?:[A-Z]\.\s*)+)"
 )
 _NAME_LABEL = re.compile(
     r"(?i)\b(?:name|full name|first name|last name|surname|vorname|nachname|nom|prénom|prenom|nombre|apellido)"
@@ -149,6 +149,7 @@ us use very view visit wait wall want was water way we wednesday week welcome we
 while white who why will winter with world would year yes you your
 new york london paris berlin america american europe european national international street avenue road
 bridge gate tower river lake mountain beach airport bank bar cafe café pizza burger
+fire assembly point ice cream cake bread wifi lift toilets reception tickets bus car
 saint san santa st christmas easter holiday birthday anniversary wedding congratulations happy holidays
 january february march april may june july august september october november december
 quick slow brown orange yellow purple pink grey gray silver dark bright wild sweet fine fox dog cat bird fish tree
@@ -364,9 +365,18 @@ def _is_street_address(t: str) -> bool:
 def _respace(t: str) -> str:
     """Undo the spacing slips OCR makes: words run together (``Born03.06.1983``, ``899aMillAvenue``,
     ``IBANDE72...``, ``Call+39...``, ``D.O.B.28.03``) or spaces inside e-mails (``a. b@c. com``)."""
-    s = re.sub(r"(?i)^(iban)\s*:?\s*(?=[A-Z]{2}\d{2})", r"\1 ", t)
+    s = re.sub(r"(?i)(?<=stra)[bβf8](?=e\b)", "ß", t)  # straBe: ß read as B
+    s = re.sub(r"(?i)^(iban)\s*:?\s*(?=[A-Z]{2}\d{2})", r"\1 ", s)
     s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", s)  # camel case: MillAvenue
+    s = re.sub(r"(?<![A-Za-z])[lI|](?=\d{1,4}\b)", "1", s)  # l37: 1 read as l
     s = re.sub(r"(?<=[a-z])(?=\d)", " ", s)  # Born03
+    s = re.sub(r"(?<=[A-Za-z])(?=\d{1,2}[./-]\d{1,2}[./-]\d{2,4})", " ", s)  # DOB06.04.1972
+    s = re.sub(r"(?<=\d)(?=[a-z]{3})", " ", s)  # 49rue
+    s = re.sub(  # ruedelaRepublique
+        r"(?i)\b(rue|calle|via|rua|avenida|viale|piazza)(de|del|della|du|des|da|do)?(la|le|les)?(?=\s?[A-Z])",
+        lambda m: " ".join(g for g in m.groups() if g),
+        s,
+    )
     s = re.sub(r"(?<=[A-Za-z0-9])(?=\+\d)", " ", s)  # Call+39
     s = re.sub(r"(?<=[A-Za-z]\.)(?=\d)", " ", s)  # D.O.B.28
     s = re.sub(r"(?<=[a-z]\.)(?=[A-Z])|(?<=\b[A-Z]\.)(?=[A-Z][a-z])", " ", s)  # Dr.Anna, A.Miller
@@ -404,8 +414,9 @@ def _classify(t: str, names: bool = True) -> str | None:
 def classify_pii(text: str) -> str | None:
     """PII category of ``text``: one of :data:`CATEGORIES`, or None when it looks harmless.
 
-    The text is also tried with OCR's spacing slips undone (``Born03.06.1983`` -> ``Born 03.06.1983``),
-    with every rule but the capitalised-words name rule (splitting ``WiFi`` must not make a name).
+    The text is also tried with OCR's spacing slips undone (``Born03.06.1983`` -> ``Born 03.06.1983``);
+    the capitalised-words name rule then only for one token that splits into words of 3 or more
+    letters (``SofiaMiller``; splitting ``WiFi`` must not make a name).
     """
     t = " ".join(str(text).split())
     if not t:
@@ -415,6 +426,15 @@ def classify_pii(text: str) -> str | None:
         v = _respace(t)
         if v != t:
             cat = _classify(v, names=False)
+            # a name run together (SofiaMiller, C.Keller): words of 3+ letters or initials (not WiFi)
+            words = v.split()
+            if (
+                cat is None
+                and " " not in t
+                and all(len(w) >= 3 or re.fullmatch(r"[A-Z]\.", w) for w in words)
+                and _is_person_name(v)
+            ):
+                cat = "person_name"
     return cat
 
 
@@ -478,6 +498,7 @@ class _Line:
     y1: float
     height: float
     slope: float  # dy/dx of the line's top edge
+    weak: bool = False  # OCR was unsure of the text
 
     def y_at(self, x: float) -> float:
         """Centre y of the line extended to ``x``."""
@@ -502,8 +523,8 @@ def _same_row(a: _Line, b: _Line, max_gap: float = 3.0) -> bool:
     h = max(a.height, b.height)
     if min(a.height, b.height) < 0.6 * h:
         return False
-    gap = b.x0 - a.x1
-    if gap > max_gap * h or gap < -0.5 * h:
+    gap = b.x0 - a.x1  # negative when OCR's padded boxes overlap
+    if gap > max_gap * h or gap < -1.0 * h or b.x1 <= a.x1:
         return False
     return abs(a.y_at((b.x0 + b.x1) / 2) - (b.y0 + b.y1) / 2) < 0.45 * h
 
@@ -514,7 +535,9 @@ def _below(a: _Line, b: _Line) -> bool:
     return 0 <= b.y0 - a.y1 + 0.2 * h < 2.0 * h and abs(b.x0 - a.x0) < 1.5 * h
 
 
-def classify_lines(lines: Sequence[tuple[Sequence[Sequence[float]], str]]) -> list[str | None]:
+def classify_lines(
+    lines: Sequence[tuple[Sequence[Sequence[float]], str]], weak: Sequence[bool] | None = None
+) -> list[str | None]:
     """PII category (or None) of each OCR line ``(quad, text)``, read with its neighbours.
 
     quad: 4 (x, y) corner points in pixels (PP-OCR order: top-left, top-right, bottom-right,
@@ -526,20 +549,25 @@ def classify_lines(lines: Sequence[tuple[Sequence[Sequence[float]], str]]) -> li
       text is personal gets that category (``"4111" "1111" "1111" "1111"`` -> card,
       ``"Passport" "X12345"`` -> id_number);
     * a box continuing a personal one (a gap under 0.6 line heights: a word OCR split, as
-      ``"anna"`` + ``"silva@mail.de"``; or digits within 1.5 line heights of a number, as ``"+49"``)
-      takes its category;
+      ``"anna"`` + ``"silva@mail.de"``; or digits within 1.5 line heights of a number, as ``"+49"``;
+      or a box OCR could not read confidently, ``weak``) takes its category;
     * a label alone in its box (``"Name:"``, ``"Tel"``, ``"DOB"``, ``"Passport No."``, ``"IBAN"`` ...)
       makes the box right of it on its row, or else the box below it, personal with the label's
       category, whatever the value looks like; the label box then takes that category too.
+
+    weak: per line, True when OCR was unsure of it (low recognition score): such a line is never
+    personal on its own, only as part of a row (``"L."`` + ``"Weber"``) or as a fragment.
     """
-    return _classify_rows(lines)[0]
+    return _classify_rows(lines, weak)[0]
 
 
-def pii_runs(lines: Sequence[tuple[Sequence[Sequence[float]], str]]) -> list[tuple[list[int], str]]:
+def pii_runs(
+    lines: Sequence[tuple[Sequence[Sequence[float]], str]], weak: Sequence[bool] | None = None
+) -> list[tuple[list[int], str]]:
     """Personal runs of OCR lines: ``[(indices left to right, category), ...]``, each run being
     neighbouring boxes of one row that are all personal (one card number split into 4 boxes is one
     run); every personal line is in exactly one run. Categories as :func:`classify_lines`."""
-    cats, rows = _classify_rows(lines)
+    cats, rows = _classify_rows(lines, weak)
     runs: list[tuple[list[int], str]] = []
     for row in rows:
         cur: list[int] = []
@@ -562,20 +590,24 @@ _NUMBERISH = re.compile(r"[\d\s+\-./()]{1,10}")
 
 
 def _continues(src: _Line, dst: _Line, cat: str) -> bool:
-    """Whether row neighbour ``dst`` is a fragment of the personal string in ``src``."""
+    """Whether row neighbour ``dst`` is a fragment of the personal string in ``src`` (a weak line
+    within 1.5 line heights counts too)."""
     h = max(src.height, dst.height)
     gap = dst.x0 - src.x1 if dst.x0 >= src.x0 else src.x0 - dst.x1
-    if gap < 0.6 * h:
+    if gap < 0.6 * h or (dst.weak and gap < 1.5 * h):
         return True
     return cat in _NUMERIC and gap < 1.5 * h and bool(_NUMBERISH.fullmatch(dst.text.strip()))
 
 
 def _classify_rows(
-    lines: Sequence[tuple[Sequence[Sequence[float]], str]],
+    lines: Sequence[tuple[Sequence[Sequence[float]], str]], weak: Sequence[bool] | None = None
 ) -> tuple[list[str | None], list[list[int]]]:
     """Categories of :func:`classify_lines` and the rows (line indices left to right)."""
+    weak = list(weak) if weak is not None else [False] * len(lines)
     items = [_as_line(i, q, str(t)) for i, (q, t) in enumerate(lines)]
-    cats: list[str | None] = [classify_pii(t) for _q, t in lines]
+    for ln, w in zip(items, weak, strict=True):
+        ln.weak = w
+    cats: list[str | None] = [None if w else classify_pii(t) for (_q, t), w in zip(lines, weak, strict=True)]
     # rows: chains of boxes continuing each other left to right
     order = sorted(items, key=lambda ln: ln.x0)
     nxt: dict[int, _Line] = {}
@@ -593,20 +625,21 @@ def _classify_rows(
             row.append(nxt[row[-1].index])
         rows.append(row)
         for a, b in zip(row, row[1:], strict=False):  # a label before a value on the row
-            lab = label_category(a.text)
+            lab = None if a.weak else label_category(a.text)
             if lab and cats[b.index] is None:
                 cats[b.index] = lab
         if len(row) < 2:
             continue
         known = {}
+        alone = list(cats)  # each box's own category: what minimality is judged against
         for size in range(2, min(len(row), 6) + 1):
             for s in range(len(row) - size + 1):
                 win = row[s : s + size]
                 cat = classify_pii(" ".join(ln.text for ln in win))
                 known[(s, size)] = cat
-                if cat is None or known.get((s + 1, size - 1), _first(cats, win[1:])) == cat:
+                if cat is None or known.get((s + 1, size - 1), _first(alone, win[1:])) == cat:
                     continue
-                if known.get((s, size - 1), _first(cats, win[:-1])) == cat:
+                if known.get((s, size - 1), _first(alone, win[:-1])) == cat:
                     continue
                 for ln in win:
                     if cats[ln.index] is None:

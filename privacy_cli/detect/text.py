@@ -23,6 +23,9 @@ from ..regions import Region
 from .base import check_image, register_detector
 from .pii import pii_runs
 
+#: lines recognised with less confidence than min_score but at least this are kept as unread
+#: fragments: never classified themselves, covered when they continue a personal line's row
+FRAGMENT_SCORE = 0.2
 #: Long side (px) the image is downscaled to before OCR (PP-OCR's detector runs at <= 2000 px).
 DEFAULT_MAX_SIDE = 2000
 _RAPIDOCR_LOGGERS = ("RapidOCR", "OrtInferSession")
@@ -83,7 +86,7 @@ class RapidOCRTextDetector:
 
     def _ocr(self, bgr: np.ndarray) -> list[Any]:
         with self._lock:
-            result, _elapse = self._engine(bgr, text_score=self.min_score)
+            result, _elapse = self._engine(bgr, text_score=min(self.min_score, FRAGMENT_SCORE))
         return result or []
 
     def read_lines(self, image: np.ndarray) -> list[tuple[list[tuple[float, float]], str, float]]:
@@ -117,11 +120,14 @@ class RapidOCRTextDetector:
 
     def detect(self, image: np.ndarray) -> list[Region]:
         """Text lines in ``image`` (H, W, 3) uint8 RGB -> Regions kind "text" in original pixels."""
-        return lines_to_regions(self.read_lines(image), self.text, self.keep_text)
+        return lines_to_regions(self.read_lines(image), self.text, self.keep_text, self.min_score)
 
 
 def lines_to_regions(
-    lines: list[tuple[list[tuple[float, float]], str, float]], text: str = "all", keep_text: bool = False
+    lines: list[tuple[list[tuple[float, float]], str, float]],
+    text: str = "all",
+    keep_text: bool = False,
+    min_score: float = 0.5,
 ) -> list[Region]:
     """OCR lines ``[(quad, text, score), ...]`` -> Regions kind "text".
 
@@ -130,13 +136,16 @@ def lines_to_regions(
     number OCR split into four boxes, a label and its value) become one region whose polygon is
     their convex hull, so the gaps between them are covered too. text="all" also keeps the other
     lines, one region each; text="pii" only the personal runs. keep_text: the recognised string
-    (of a run: its boxes' strings joined by spaces) as ``label``; None otherwise.
+    (of a run: its boxes' strings joined by spaces) as ``label``; None otherwise. Lines recognised
+    with a confidence under ``min_score`` are weak: personal only as part of a row or a fragment
+    of a personal run (part of a number OCR was unsure of), dropped otherwise.
     """
     import cv2
 
     out = []
     in_run: set[int] = set()
-    for idx, category in pii_runs([(q, t) for q, t, _s in lines]):
+    runs = pii_runs([(q, t) for q, t, _s in lines], weak=[s < min_score for _q, _t, s in lines])
+    for idx, category in runs:
         in_run.update(idx)
         pts = np.asarray([p for i in idx for p in lines[i][0]], np.float32)
         polygon = (
@@ -150,7 +159,7 @@ def lines_to_regions(
         out.extend(
             _region(list(q), t if keep_text else None, s, None)
             for i, (q, t, s) in enumerate(lines)
-            if i not in in_run
+            if i not in in_run and s >= min_score
         )
     return out
 
