@@ -59,6 +59,8 @@ def report_result(out: Output, r: Result) -> None:
             f"[green]✓[/] {escape(r.input)} → {escape(str(r.output))} "
             f"({r.regions_obfuscated} region(s){frames}, {r.seconds:.2f} s)"
         )
+    if r.extra.get("warning"):  # e.g. an explicit --radius too weak for the text found (never the text)
+        out.warn(f"{r.input}: {r.extra['warning']}")
     for note in r.extra.get("notes", ()):
         out.warn(note)
 
