@@ -343,3 +343,43 @@ def test_offline_styles_change_what_dlib_recognises() -> None:
     assert mean["sketch"] > mean["cartoon"], mean
     # the sketch turns dlib's same-person decision on at least one of the four
     assert sum(d >= rec.MATCH_THRESHOLD for d in dist["sketch"]) >= 1, dist
+
+
+def test_bench_applies_stylize_to_the_whole_image_and_draws_a_contact_sheet(
+    tmp_path: Path, photo: np.ndarray
+) -> None:
+    """`bench --methods stylize:style=...` runs the style on the whole image (as the command does by
+    default), not only in the face regions the bench found; the report draws a contact sheet
+    (original + each style) for such methods."""
+    from types import SimpleNamespace
+
+    from privacy_cli.bench.report import contact_sheet
+    from privacy_cli.bench.runner import MethodSpec, apply_method, parse_methods
+
+    specs = parse_methods("none,blur,stylize:style=cartoon,stylize:style=sketch:strength=0.5")
+    face = np.zeros(photo.shape[:2], np.float32)
+    face[40:100, 60:120] = 1.0
+    outside = face == 0
+    for spec in specs[2:]:
+        out = apply_method(spec, photo, face)
+        assert np.abs(out[outside].astype(int) - photo[outside]).mean() > 3, spec.label
+    blurred = apply_method(specs[1], photo, face)
+    assert np.array_equal(blurred[outside], photo[outside])
+
+    src = tmp_path / "a.png"
+    Image.fromarray(photo).save(src)
+    result = SimpleNamespace(
+        methods=[SimpleNamespace(spec=s) for s in specs],
+        dataset=SimpleNamespace(items=[SimpleNamespace(image=src, processed=None)]),
+    )
+    p = contact_sheet(result, tmp_path, height=120)
+    assert p is not None
+    sheet = np.asarray(Image.open(p).convert("RGB"))
+    assert sheet.shape[0] == 120 + 18 and sheet.shape[1] == 3 * 120  # original + the two styles
+    assert (
+        contact_sheet(
+            SimpleNamespace(methods=[SimpleNamespace(spec=MethodSpec("blur"))], dataset=result.dataset),
+            tmp_path,
+        )
+        is None
+    )
