@@ -105,7 +105,8 @@ stylize = image_command(
     ],
     _run,
     "Render photos in an artistic style (whole image by default; with --detect/--mask/--boxes only inside "
-    "the regions). Classifiers and face recognisers do worse on stylised photos (see docs/methods.md)."
+    "the regions). Scene classifiers do worse on stylised photos (paper 002); faces stay largely "
+    "recognisable to dlib (measured in docs/methods.md), so blur or erase faces when they matter."
     """
 
 Examples:
