@@ -54,11 +54,13 @@ class RegionSpec:
     #: an explicit source (mask, mask_dir, boxes, annotations) with nothing for an image is an error
     #: for that image unless this is set (then the image is written unchanged)
     allow_empty: bool = False
+    #: the whole image is one region (kind "image"): whole-image commands without a region source
+    whole: bool = False
     _vr_cache: dict | None = field(default=None, repr=False)
     _boxes_cache: Any = field(default=None, repr=False)
 
     def has_source(self) -> bool:
-        return bool(self.mask or self.mask_dir or self.boxes or self.annotations or self.detect)
+        return bool(self.mask or self.mask_dir or self.boxes or self.annotations or self.detect or self.whole)
 
 
 def read_mask(path: Path, size: tuple[int, int], resize: bool = False) -> np.ndarray:
@@ -141,6 +143,8 @@ def collect_regions(
     """
     size = loaded.size
     regions = Regions(size)
+    if spec.whole:
+        regions.extend([Region("image", (0.0, 0.0, float(size[0]), float(size[1])))])
     if spec.mask is not None:
         found = regions_from_mask(read_mask(spec.mask, size, spec.resize_mask))
         if not found:

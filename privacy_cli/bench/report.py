@@ -4,7 +4,8 @@
 method and image), ``report.md`` (tables as in the papers, settings, libraries, data range, image
 size, N, FID reliability, unavailable metrics with the command that makes them available,
 calibration tables) and PNG plots drawn with matplotlib's Agg backend: ``bars.png`` (per-method
-bars) and ``privacy_quality.png`` (identity similarity against SSIM, and both against strength).
+bars), ``privacy_quality.png`` (identity similarity against SSIM, and both against strength) and,
+for whole-image methods (stylize), ``contact_sheet.png`` (originals and each method, to judge the look).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .results import BenchResult, MethodResult, iter_metric_rows, library_versions
 from .specs import CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
@@ -563,7 +566,54 @@ def make_plots(result: BenchResult, out_dir: Path) -> list[Path]:
     p = _privacy_quality_plot(result, out_dir, plt)
     if p is not None:
         written.append(p)
+    p = contact_sheet(result, out_dir)
+    if p is not None:
+        written.append(p)
     return written
+
+
+def contact_sheet(result: BenchResult, out_dir: Path, n_images: int = 3, height: int = 240) -> Path | None:
+    """``contact_sheet.png``: the first ``n_images`` originals (rows) and each whole-image method
+    (columns, e.g. every stylize style) applied to the whole image at ``height`` pixels, labelled.
+    None when no whole-image method was benched. A method that fails there gets a grey "n/a" cell."""
+    from PIL import Image, ImageDraw
+
+    from ..errors import PrivpixError
+    from ..methods import is_whole_image
+    from .originals import _load_resized
+    from .specs import IDENTITY_METHOD, apply_method
+
+    specs = [m.spec for m in result.methods if m.spec.name != IDENTITY_METHOD and is_whole_image(m.spec.name)]
+    items = [it for it in result.dataset.items if it.processed is None][:n_images]
+    if not specs or not items:
+        return None
+    rows = []
+    for it in items:
+        rgb, _ = _load_resized(it.image, 0)
+        w = max(8, round(rgb.shape[1] * height / rgb.shape[0]))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, height), Image.Resampling.LANCZOS))
+        cells = [("original", rgb)]
+        for spec in specs:
+            try:
+                out = apply_method(spec, rgb, np.ones(rgb.shape[:2], np.float32))
+            except (PrivpixError, OSError, RuntimeError):
+                out = np.full_like(rgb, 128)
+            cells.append((spec.label, out))
+        rows.append(cells)
+    label_h = 18
+    widths = [max(r[i][1].shape[1] for r in rows) for i in range(len(rows[0]))]
+    sheet = Image.new("RGB", (sum(widths), len(rows) * (height + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, cells in enumerate(rows):
+        x = 0
+        for i, (label, img) in enumerate(cells):
+            y = j * (height + label_h)
+            sheet.paste(Image.fromarray(img), (x, y + label_h))
+            draw.text((x + 3, y + 3), label, fill="black")
+            x += widths[i]
+    p = out_dir / "contact_sheet.png"
+    sheet.save(p)
+    return p
 
 
 def _curve_points(result: BenchResult) -> dict[str, dict[str, list[tuple[float, float]]]]:

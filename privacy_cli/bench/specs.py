@@ -263,8 +263,16 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
 
 
 def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Run ``spec`` on ``image`` (H,W,3) uint8 with ``mask`` (H,W) float32 [0,1]; (H,W,3) uint8."""
+    """Run ``spec`` on ``image`` (H,W,3) uint8 with ``mask`` (H,W) float32 [0,1]; (H,W,3) uint8.
+
+    Whole-image methods (stylize) get the whole image as their region, as their command does by
+    default; the region metrics still use the dataset's regions."""
     fn, _ = _method_params(spec.name)
+    if spec.name != IDENTITY_METHOD:
+        from ..methods import is_whole_image
+
+        if is_whole_image(spec.name):
+            mask = np.ones_like(mask)
     if not mask.any():
         return image.copy()
     try:

@@ -46,6 +46,9 @@ def _register() -> None:
         app.command("erase")(erase_cmd.erase)
     except ImportError:
         pass
+    from . import stylize_cmd
+
+    app.command("stylize")(stylize_cmd.stylize)
     from . import detect_cmd
 
     app.command("detect")(detect_cmd.detect)

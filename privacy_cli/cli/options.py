@@ -164,8 +164,10 @@ def region_spec(
     feather: float,
     device: str,
     allow_empty: bool = False,
+    whole_image: bool = False,
 ) -> RegionSpec:
-    """Reconcile the region options into a RegionSpec (default detection when no source is given)."""
+    """Reconcile the region options into a RegionSpec. With no source given: the whole image when
+    ``whole_image`` (whole-image commands such as stylize), else the default detectors."""
     from ..errors import UsageError
 
     if text not in ("pii", "all"):
@@ -189,7 +191,10 @@ def region_spec(
     if kinds == ["none"]:
         kinds = []
     elif detect is None and not spec.has_source():
-        kinds = list(DEFAULT_DETECT)
+        if whole_image:
+            spec.whole = True
+        else:
+            kinds = list(DEFAULT_DETECT)
     if kinds:
         from ..detect import list_detectors
 
@@ -272,12 +277,16 @@ _COMMON_NAMES = [p.name for p in COMMON_PARAMS]
 
 
 def image_command(
-    extra: list[inspect.Parameter], run: Callable[[CommonArgs, dict[str, Any]], int], doc: str
+    extra: list[inspect.Parameter],
+    run: Callable[[CommonArgs, dict[str, Any]], int],
+    doc: str,
+    whole_image: bool = False,
 ) -> Callable[..., None]:
     """Build a Typer command function with the shared options plus ``extra`` method options.
 
     ``run(common, method_kwargs) -> exit code`` does the work; options named in ``extra`` arrive
-    in ``method_kwargs``.
+    in ``method_kwargs``. ``whole_image``: without a region source the method applies to the whole
+    image (instead of the default detectors).
     """
 
     def command(**kwargs: Any) -> None:
@@ -302,6 +311,7 @@ def image_command(
             kwargs["feather"],
             device,
             kwargs["allow_empty"],
+            whole_image,
         )
         common = CommonArgs(
             inputs=kwargs["inputs"],
