@@ -435,3 +435,19 @@ def test_python_warnings_go_through_the_output(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path)), "--overwrite", "-q"])
     assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_missing_weights_resolved_once_per_run(tmp_path: Path, wenv) -> None:  # noqa: ANN001
+    for name in ("a", "b", "c"):
+        _img(tmp_path / "in" / f"{name}.png")
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[10, 10, 40, 30]]")
+    # weights missing, downloads failing (the wenv fixture's stand-in for an unusable network)
+    r = runner.invoke(
+        app, ["erase", str(tmp_path / "in"), "--model", "migan", "--boxes", str(boxes), "--json"]
+    )
+    assert r.exit_code == 1
+    errors = [x["error"].split(": ", 1)[1] for x in _records(r.stdout)]  # without the file name
+    assert len(errors) == 3 and len(set(errors)) == 1 and "privpix weights import migan" in errors[0]
+    assert r.stderr.count("downloading migan") == 1  # one attempt for the whole run
+    assert not list((tmp_path / "in").glob("*_erase.png"))
