@@ -3,6 +3,12 @@
 Internally every image is ``(H, W, 3)`` uint8 RGB with EXIF orientation applied; alpha, 16-bit
 data and the ICC profile are carried beside it in :class:`LoadedImage` so that saving can give the
 output the same kind of file the input was.
+
+Colour kinds, exactly: grey (L, 1-bit becomes L) stays grey; alpha (RGBA, LA, palette with
+transparency -> RGBA) is kept; a palette image without transparency keeps its palette (changed pixels
+take the nearest palette colour); 16-bit grey keeps its 16-bit values outside the obfuscated pixels;
+16-bit RGB(A) PNG/TIFF is decoded at 8 bits per channel by Pillow and written as 8-bit; CMYK
+becomes RGB (through its ICC profile to sRGB when it has one, Pillow's plain conversion otherwise).
 """
 
 from __future__ import annotations
@@ -217,8 +223,12 @@ def _decode_frame(im: Image.Image, name: str) -> LoadedImage:
                 icc = None  # now plain sRGB
             except Exception:
                 im = im.convert("RGB")
+                icc = None  # the CMYK profile does not describe the RGB data
         rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB")).copy()
-    return LoadedImage(None, rgb, alpha, high, mode, None, icc, exif, xmp)
+    out = LoadedImage(None, rgb, alpha, high, mode, None, icc, exif, xmp)
+    if mode == "P" and alpha is None:
+        out.extra["palette"] = im.getpalette()  # written back as a palette image (same palette)
+    return out
 
 
 def from_array(image: np.ndarray | Image.Image) -> LoadedImage:
@@ -260,6 +270,11 @@ def to_pil(
     base = Image.fromarray(rgb)
     if like.is_grey:
         base = base.convert("L")
+    elif like.mode == "P" and like.extra.get("palette"):
+        # same palette as the input: untouched pixels keep their colour, changed ones take the nearest
+        pal = Image.new("P", (1, 1))
+        pal.putpalette(like.extra["palette"])
+        base = base.quantize(palette=pal, dither=Image.Dither.NONE)
     if like.alpha is not None:
         base.putalpha(Image.fromarray(like.alpha))
     return base
@@ -275,6 +290,8 @@ def _frame_pil(
         bg = Image.new("RGB" if im.mode == "RGBA" else "L", im.size, "white")
         bg.paste(im, mask=im.getchannel("A"))
         im = bg
+    if fmt in ("JPEG", "WEBP", "HEIF") and im.mode == "P":
+        im = im.convert("RGB")
     if fmt in ("JPEG", "WEBP", "HEIF", "BMP", "GIF") and im.mode == "I;16":
         im = Image.fromarray((np.asarray(im, dtype=np.uint16) // 257).astype(np.uint8))
     return im
