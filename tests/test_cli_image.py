@@ -451,3 +451,27 @@ def test_missing_weights_resolved_once_per_run(tmp_path: Path, wenv) -> None:  #
     assert len(errors) == 3 and len(set(errors)) == 1 and "privpix weights import migan" in errors[0]
     assert r.stderr.count("downloading migan") == 1  # one attempt for the whole run
     assert not list((tmp_path / "in").glob("*_erase.png"))
+
+
+def test_interrupt_says_how_many_were_written_and_how_to_resume(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import typer
+
+    from privacy_cli.cli.batch import run_jobs
+    from privacy_cli.cli.output import Output
+    from privacy_cli.io import plan_outputs
+    from privacy_cli.pipeline import Result
+
+    for name in ("a", "b", "c"):
+        _img(tmp_path / f"{name}.png")
+    jobs = plan_outputs([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"], "blur")
+
+    def one(job):  # noqa: ANN001, ANN202
+        if job.input.name == "b.png":
+            raise KeyboardInterrupt  # Ctrl-C while the second image is processed
+        return Result(str(job.input), str(job.output), "ok")
+
+    with pytest.raises(typer.Exit) as e:
+        run_jobs(jobs, one, Output(), "blur")
+    assert e.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 3 written" in err and "run the same command again to resume" in err

@@ -93,7 +93,10 @@ DetectOpt = Annotated[
 ThresholdOpt = Annotated[
     float | None,
     typer.Option(
-        "--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Face detector confidence threshold (lower finds more). Default: each detector's own calibrated value.",
     ),
 ]
 TextOpt = Annotated[
