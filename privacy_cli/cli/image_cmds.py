@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -14,14 +15,14 @@ from .options import CommonArgs, _p, image_command
 from .output import Output, route_warnings
 
 
-def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
-    """Plan outputs, run ``method`` over every input, report; returns the exit code."""
-    out = Output(common.json, common.quiet)
-    route_warnings(out)
-    jobs = plan_outputs(common.inputs, command, common.output)
-    if not jobs:
-        out.error("no input images found")
-        return 1
+def job_function(method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> Callable[[Job], Result]:
+    """The per-image function of an image command: ``fn(job) -> Result`` runs ``method`` on
+    ``job.input`` and writes ``job.output`` (raises a PrivpixError on failure, nothing written).
+
+    Engines call it on the jobs of :func:`privacy_cli.io.plan_outputs`, wrapped by
+    :func:`privacy_cli.cli.batch.run_one` (errors become Results). It holds only plain values
+    (paths, options, the RegionSpec), so it can be shipped to other processes (cloudpickle).
+    """
 
     def one(job: Job) -> Result:
         assert job.output is not None
@@ -39,7 +40,18 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             show_text=common.show_text,
         )
 
-    code, _ = run_jobs(jobs, one, out, command, common.workers)
+    return one
+
+
+def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
+    """Plan outputs, run ``method`` over every input, report; returns the exit code."""
+    out = Output(common.json, common.quiet)
+    route_warnings(out)
+    jobs = plan_outputs(common.inputs, command, common.output)
+    if not jobs:
+        out.error("no input images found")
+        return 1
+    code, _ = run_jobs(jobs, job_function(method, common, method_kwargs), out, command, common.workers)
     return code
 
 
