@@ -475,3 +475,23 @@ def test_interrupt_says_how_many_were_written_and_how_to_resume(tmp_path: Path, 
     assert e.value.exit_code == 130
     err = capsys.readouterr().err
     assert "interrupted: 1 of 3 written" in err and "run the same command again to resume" in err
+
+
+def test_console_usage_errors_are_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    main = "import sys; from privacy_cli.cli.app import main; sys.argv[0] = 'privpix'; main()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args in (["blur", "--box-scale", "1000"], ["mask", "--fill", "purple"], ["blur", "--radius", "inf"]):
+        p = subprocess.run(
+            [sys.executable, "-c", main, *args, str(tmp_path / "x.png")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+        assert args[1] in lines[0]

@@ -75,12 +75,28 @@ _register()
 
 
 def main() -> None:
-    """Console entry point. Commands map their own errors (cli_errors); this catches the rest."""
+    """Console entry point. Commands map their own errors (cli_errors); this catches the rest.
+
+    Usage errors (bad option values, unknown options) are one line on stderr and exit 2, like the
+    commands' own checks, instead of Click's boxed usage block.
+    """
+    try:  # recent Typer vendors Click as typer._click; older ones use click itself
+        from typer import _click as click  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover
+        import click  # type: ignore[no-redef]
+
     from .output import DEBUG, Output
 
     try:
-        app()
-    except KeyboardInterrupt:
+        rv = app(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        Output().error(f"{e.format_message()}{where}")
+        sys.exit(2)
+    except click.exceptions.ClickException as e:
+        Output().error(e.format_message())
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         Output().error("interrupted")
         sys.exit(130)
     except Exception as e:  # the unexpected: one line, unless PRIVPIX_DEBUG=1
@@ -88,3 +104,4 @@ def main() -> None:
             raise
         Output().error(f"internal error: {type(e).__name__}: {e} (set PRIVPIX_DEBUG=1 for a traceback)")
         sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
