@@ -495,3 +495,14 @@ def test_console_usage_errors_are_one_line(tmp_path: Path) -> None:
         lines = [x for x in p.stderr.splitlines() if x.strip()]
         assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
         assert args[1] in lines[0]
+
+
+def test_help_shows_no_type_placeholders_for_flags_or_swallowed_brackets() -> None:
+    def helptext(*args: str) -> str:
+        return runner.invoke(app, [*args, "--help"], env={"COLUMNS": "250"}).stdout
+
+    h = helptext("blur")
+    assert "<bool>" not in h and "<list[str]>" not in h and "INPUT" in h
+    d = helptext("detect")
+    assert "{image: [regions]}" in d and "<bool>" not in d
+    assert "[default: every present checkpoint]" in helptext("weights", "verify")

@@ -19,6 +19,29 @@ app = typer.Typer(
 )
 
 
+def _plain_help_types() -> None:
+    """Recent Typer prints a type placeholder for every parameter (``--json <bool>``,
+    ``inputs... <list[str]>``); flags take no value and arguments are named by their metavar, so
+    show the type only for options that take a value (``<path>``, ``<int range>``, ...)."""
+    from typer import core
+
+    opt = getattr(core, "TyperOption", None)
+    arg = getattr(core, "TyperArgument", None)
+    if opt is None or not hasattr(opt, "display_type_rich"):  # pragma: no cover - other Typer versions
+        return
+    shown = opt.display_type_rich
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    opt.display_type_rich = display_type_rich
+    if arg is not None and hasattr(arg, "display_type_rich"):
+        arg.display_type_rich = lambda self, ctx: None
+
+
+_plain_help_types()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"privpix {__version__}")
