@@ -5,8 +5,9 @@ data and the ICC profile are carried beside it in :class:`LoadedImage` so that s
 output the same kind of file the input was.
 
 Colour kinds, exactly: grey (L, 1-bit becomes L) stays grey; alpha (RGBA, LA, palette with
-transparency -> RGBA) is kept; a palette image without transparency keeps its palette (changed pixels
-take the nearest palette colour); 16-bit grey keeps its 16-bit values outside the obfuscated pixels;
+transparency -> RGBA) is kept; a palette image is written as RGB (RGBA with transparency): obfuscated
+pixels need colours its palette lacks, and snapping them back to a small palette could re-sharpen
+blurred text (GIF output is palette-based again, quantised by Pillow); 16-bit grey keeps its 16-bit values outside the obfuscated pixels;
 16-bit RGB(A) PNG/TIFF is decoded at 8 bits per channel by Pillow and written as 8-bit; CMYK
 becomes RGB (through its ICC profile to sRGB when it has one, Pillow's plain conversion otherwise).
 """
@@ -225,10 +226,7 @@ def _decode_frame(im: Image.Image, name: str) -> LoadedImage:
                 im = im.convert("RGB")
                 icc = None  # the CMYK profile does not describe the RGB data
         rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB")).copy()
-    out = LoadedImage(None, rgb, alpha, high, mode, None, icc, exif, xmp)
-    if mode == "P" and alpha is None:
-        out.extra["palette"] = im.getpalette()  # written back as a palette image (same palette)
-    return out
+    return LoadedImage(None, rgb, alpha, high, mode, None, icc, exif, xmp)
 
 
 def from_array(image: np.ndarray | Image.Image) -> LoadedImage:
@@ -270,11 +268,7 @@ def to_pil(
     base = Image.fromarray(rgb)
     if like.is_grey:
         base = base.convert("L")
-    elif like.mode == "P" and like.extra.get("palette"):
-        # same palette as the input: untouched pixels keep their colour, changed ones take the nearest
-        pal = Image.new("P", (1, 1))
-        pal.putpalette(like.extra["palette"])
-        base = base.quantize(palette=pal, dither=Image.Dither.NONE)
+
     if like.alpha is not None:
         base.putalpha(Image.fromarray(like.alpha))
     return base
@@ -290,8 +284,6 @@ def _frame_pil(
         bg = Image.new("RGB" if im.mode == "RGBA" else "L", im.size, "white")
         bg.paste(im, mask=im.getchannel("A"))
         im = bg
-    if fmt in ("JPEG", "WEBP", "HEIF") and im.mode == "P":
-        im = im.convert("RGB")
     if fmt in ("JPEG", "WEBP", "HEIF", "BMP", "GIF") and im.mode == "I;16":
         im = Image.fromarray((np.asarray(im, dtype=np.uint16) // 257).astype(np.uint8))
     return im

@@ -303,18 +303,3 @@ def test_keep_metadata_on_tiff_keeps_what_tiff_can_hold(tmp_path: Path) -> None:
     with Image.open(dst) as im:
         assert im.getexif().get(0x010F) == "Maker"
     assert len(notes) == 1 and "EXIF" in notes[0] and "\n" not in notes[0]
-
-
-def test_palette_image_keeps_its_palette(tmp_path: Path) -> None:
-    src = tmp_path / "p.png"
-    Image.fromarray(_photo()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(src)
-    loaded = load_image(src)
-    rgb = loaded.rgb.copy()
-    rgb[5:15, 5:15] = (255, 0, 255)  # a colour the palette does not have: the nearest one is used
-    changed = np.zeros(rgb.shape[:2], bool)
-    changed[5:15, 5:15] = True
-    dst = save_image(rgb, tmp_path / "o.png", like=loaded, changed=changed)
-    with Image.open(src) as a, Image.open(dst) as o:
-        assert o.mode == "P" and o.getpalette() == a.getpalette()
-        same = ~changed
-        assert np.array_equal(np.asarray(o.convert("RGB"))[same], np.asarray(a.convert("RGB"))[same])
