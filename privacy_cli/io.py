@@ -3,6 +3,13 @@
 Internally every image is ``(H, W, 3)`` uint8 RGB with EXIF orientation applied; alpha, 16-bit
 data and the ICC profile are carried beside it in :class:`LoadedImage` so that saving can give the
 output the same kind of file the input was.
+
+Colour kinds, exactly: grey (L, 1-bit becomes L) stays grey; alpha (RGBA, LA, palette with
+transparency -> RGBA) is kept; a palette image is written as RGB (RGBA with transparency): obfuscated
+pixels need colours its palette lacks, and snapping them back to a small palette could re-sharpen
+blurred text (GIF output is palette-based again, quantised by Pillow); 16-bit grey keeps its 16-bit values outside the obfuscated pixels;
+16-bit RGB(A) PNG/TIFF is decoded at 8 bits per channel by Pillow and written as 8-bit; CMYK
+becomes RGB (through its ICC profile to sRGB when it has one, Pillow's plain conversion otherwise).
 """
 
 from __future__ import annotations
@@ -217,6 +224,7 @@ def _decode_frame(im: Image.Image, name: str) -> LoadedImage:
                 icc = None  # now plain sRGB
             except Exception:
                 im = im.convert("RGB")
+                icc = None  # the CMYK profile does not describe the RGB data
         rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB")).copy()
     return LoadedImage(None, rgb, alpha, high, mode, None, icc, exif, xmp)
 
@@ -260,6 +268,7 @@ def to_pil(
     base = Image.fromarray(rgb)
     if like.is_grey:
         base = base.convert("L")
+
     if like.alpha is not None:
         base.putalpha(Image.fromarray(like.alpha))
     return base

@@ -173,7 +173,7 @@ class Regions:
             grown = grow_mask(hard, int(np.ceil(2 * feather))).astype(np.float32)
             soft = _gaussian(grown, feather)
             mask = np.maximum(mask, np.clip(soft * 2.0, 0, 1) * (grown > 0))
-        return np.clip(mask, 0.0, 1.0)
+        return np.clip(mask, 0.0, 1.0, out=mask)  # in place: no second full-size float copy
 
 
 def grow_mask(hard: np.ndarray, radius: int) -> np.ndarray:

@@ -74,7 +74,9 @@ def test_detect_writes_json_masks_and_preview(scene: Path, tmp_path: Path) -> No
     saved = json.loads(out_json.read_text())
     assert list(saved) == [str(scene)] and saved[str(scene)] == rec["regions"]
     assert "example.com" not in out_json.read_text()
-    mask = np.asarray(Image.open(tmp_path / "masks" / "scene_mask.png").convert("L"))
+    with Image.open(tmp_path / "masks" / "scene_mask.png") as m:
+        assert m.mode == "L"  # single-channel masks
+        mask = np.asarray(m)
     assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 255 and mask[5, 5] == 0
     assert (tmp_path / "prev" / "scene_preview.jpg").exists()
 

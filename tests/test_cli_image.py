@@ -435,3 +435,74 @@ def test_python_warnings_go_through_the_output(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path)), "--overwrite", "-q"])
     assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_missing_weights_resolved_once_per_run(tmp_path: Path, wenv) -> None:  # noqa: ANN001
+    for name in ("a", "b", "c"):
+        _img(tmp_path / "in" / f"{name}.png")
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[10, 10, 40, 30]]")
+    # weights missing, downloads failing (the wenv fixture's stand-in for an unusable network)
+    r = runner.invoke(
+        app, ["erase", str(tmp_path / "in"), "--model", "migan", "--boxes", str(boxes), "--json"]
+    )
+    assert r.exit_code == 1
+    errors = [x["error"].split(": ", 1)[1] for x in _records(r.stdout)]  # without the file name
+    assert len(errors) == 3 and len(set(errors)) == 1 and "privpix weights import migan" in errors[0]
+    assert r.stderr.count("downloading migan") == 1  # one attempt for the whole run
+    assert not list((tmp_path / "in").glob("*_erase.png"))
+
+
+def test_interrupt_says_how_many_were_written_and_how_to_resume(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import typer
+
+    from privacy_cli.cli.batch import run_jobs
+    from privacy_cli.cli.output import Output
+    from privacy_cli.io import plan_outputs
+    from privacy_cli.pipeline import Result
+
+    for name in ("a", "b", "c"):
+        _img(tmp_path / f"{name}.png")
+    jobs = plan_outputs([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"], "blur")
+
+    def one(job):  # noqa: ANN001, ANN202
+        if job.input.name == "b.png":
+            raise KeyboardInterrupt  # Ctrl-C while the second image is processed
+        return Result(str(job.input), str(job.output), "ok")
+
+    with pytest.raises(typer.Exit) as e:
+        run_jobs(jobs, one, Output(), "blur")
+    assert e.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 3 written" in err and "run the same command again to resume" in err
+
+
+def test_console_usage_errors_are_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    main = "import sys; from privacy_cli.cli.app import main; sys.argv[0] = 'privpix'; main()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args in (["blur", "--box-scale", "1000"], ["mask", "--fill", "purple"], ["blur", "--radius", "inf"]):
+        p = subprocess.run(
+            [sys.executable, "-c", main, *args, str(tmp_path / "x.png")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+        assert args[1] in lines[0]
+
+
+def test_help_shows_no_type_placeholders_for_flags_or_swallowed_brackets() -> None:
+    def helptext(*args: str) -> str:
+        return runner.invoke(app, [*args, "--help"], env={"COLUMNS": "250"}).stdout
+
+    h = helptext("blur")
+    assert "<bool>" not in h and "<list[str]>" not in h and "INPUT" in h
+    d = helptext("detect")
+    assert "{image: [regions]}" in d and "<bool>" not in d
+    assert "[default: every present checkpoint]" in helptext("weights", "verify")

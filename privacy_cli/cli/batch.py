@@ -88,19 +88,34 @@ def run_jobs(
         out.record(r.to_json())
         report_result(out, r)
 
-    with out.progress(len(jobs), description) as bar:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                report(run_one(job, fn))
-                if bar:
-                    bar.advance()
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(run_one, job, fn) for job in jobs]
-                for fut in as_completed(futures):
-                    report(fut.result())
+    try:
+        with out.progress(len(jobs), description) as bar:
+            if workers <= 1 or len(jobs) <= 1:
+                for job in jobs:
+                    report(run_one(job, fn))
                     if bar:
                         bar.advance()
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(run_one, job, fn) for job in jobs]
+                    try:
+                        for fut in as_completed(futures):
+                            report(fut.result())
+                            if bar:
+                                bar.advance()
+                    except KeyboardInterrupt:
+                        for f in futures:
+                            f.cancel()
+                        raise
+    except KeyboardInterrupt:
+        n_ok = sum(r.status == "ok" for r in results)
+        out.error(
+            f"interrupted: {n_ok} of {len(jobs)} written; run the same command again to resume "
+            "(existing outputs are skipped, no partial file is left)"
+        )
+        import typer
+
+        raise typer.Exit(130) from None
     n_err = sum(r.status == "error" for r in results)
     n_ok = sum(r.status == "ok" for r in results)
     n_skip = sum(r.status == "skipped" for r in results)

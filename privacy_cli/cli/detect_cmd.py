@@ -10,7 +10,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..io import DEFAULT_MAX_PIXELS, Job, load_image, plan_outputs, save_image, write_bytes_atomic
+from ..io import (
+    DEFAULT_MAX_PIXELS,
+    Job,
+    LoadedImage,
+    load_image,
+    plan_outputs,
+    save_image,
+    write_bytes_atomic,
+)
 from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, Result, collect_regions, regions_json, regions_mask
 from .batch import run_jobs
 from .options import (
@@ -23,7 +31,6 @@ from .options import (
     Overwrite,
     QuietOpt,
     ShowTextOpt,
-    TextOpt,
     ThresholdOpt,
     WorkersOpt,
     region_spec,
@@ -72,7 +79,11 @@ def detect(
     ] = ",".join(DEFAULT_DETECT),
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Write all detections to this JSON file ({image: [regions]})."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write all detections to this JSON file ({image: \\[regions]}), usable as --boxes.",
+        ),
     ] = None,
     masks: Annotated[
         Path | None,
@@ -83,7 +94,14 @@ def detect(
         typer.Option("--preview", help="Write an overlay preview per image (<stem>_preview.jpg)."),
     ] = None,
     threshold: ThresholdOpt = None,
-    text: TextOpt = "all",
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help="Text to report: all (the default here, to show everything found) or pii (only personal text: "
+            "what the image commands obfuscate by default).",
+        ),
+    ] = "all",
     box_scale: BoxScaleOpt = DEFAULT_BOX_SCALE,
     dilate: DilateOpt = 0,
     overwrite: Overwrite = False,
@@ -147,7 +165,10 @@ def detect(
                 p = side_path(masks, job, "_mask.png")
                 if overwrite or not p.exists():
                     m = (mask > 0).astype(np.uint8) * 255
-                    save_image(np.repeat(m[..., None], 3, axis=2), p)
+                    # a single-channel (L) PNG: 255 = sensitive
+                    save_image(
+                        np.repeat(m[..., None], 3, axis=2), p, like=LoadedImage(None, loaded.rgb, mode="L")
+                    )
                     written.append(str(p))
             if preview is not None:
                 p = side_path(preview, job, "_preview.jpg")

@@ -20,8 +20,13 @@ def method_fn(
     method_kwargs: dict[str, Any],
     setup: Callable[[], None] | None = None,
 ) -> Callable[[Job], Result]:
-    """The per-image function of ``method``, built in the process that runs it (a Ray actor builds its
-    own); ``setup`` (picklable) first applies process-wide settings there, e.g. the weights folder."""
+    """The per-image function of an image command: ``fn(job) -> Result`` runs ``method`` on
+    ``job.input`` and writes ``job.output`` (raises a PrivpixError on failure, nothing written).
+
+    Built in the process that runs it (a Ray actor builds its own); ``setup`` (picklable) first
+    applies process-wide settings there, e.g. the weights folder. Engines call it on the jobs of
+    :func:`privacy_cli.io.plan_outputs`, wrapped by :func:`privacy_cli.cli.batch.run_one`.
+    """
     if setup is not None:
         setup()
 

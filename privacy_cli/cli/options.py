@@ -16,7 +16,8 @@ from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
 from ..regions import BOXES_FORMATS
 
 Inputs = Annotated[
-    list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)
+    list[str],
+    typer.Argument(metavar="INPUT", help="Image files, folders (recursive) or globs.", show_default=False),
 ]
 OutputOpt = Annotated[
     Path | None,
@@ -111,7 +112,10 @@ DetectOpt = Annotated[
 ThresholdOpt = Annotated[
     float | None,
     typer.Option(
-        "--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Face detector confidence threshold (lower finds more). Default: each detector's own calibrated value.",
     ),
 ]
 TextOpt = Annotated[

@@ -30,7 +30,7 @@ WeightsDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--weights-dir",
-        help="Weights directory [default: $PRIVPIX_WEIGHTS_DIR or ~/.cache/privpix/weights].",
+        help="Weights directory \\[default: $PRIVPIX_WEIGHTS_DIR or ~/.cache/privpix/weights].",
         show_default=False,
     ),
 ]
@@ -190,7 +190,7 @@ def fetch_cmd(
 def verify_cmd(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Weights names [default: every present checkpoint].", show_default=False),
+        typer.Argument(help="Weights names \\[default: every present checkpoint].", show_default=False),
     ] = None,
     json_: JsonOpt = False,
     weights_dir: WeightsDirOpt = None,
