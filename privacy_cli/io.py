@@ -625,10 +625,10 @@ def plan_outputs(
     """Map inputs to outputs, before anything runs (the job list any engine executes).
 
     Default: next to the input as ``<stem>_<command><ext>``. ``output`` may be a file (single input
-    only, or when it has an image extension) or a directory (created; directory inputs mirror their
-    tree under it). ``ext`` forces the output extension (e.g. ``".png"``); inputs without an image
+    only, or when it has an image extension) or a directory (created): there every output keeps its
+    input's name, and directory inputs mirror their tree under it. ``ext`` forces the output extension (e.g. ``".png"``); inputs without an image
     extension get the one of their format. Outputs are unique within the run: when two inputs map
-    to the same name (``a/x.jpg b/x.jpg -o out/``) the later ones get ``-2``, ``-3``... (in input
+    to the same name (``a/x.jpg b/x.jpg -o out/`` -> ``out/x.jpg``, ``out/x-2.jpg``) the later ones get ``-2``, ``-3``... (in input
     order, so reruns map the same way). Never maps an output onto an input: such a job gets an error.
     """
     expanded = expand_inputs(inputs, skip_suffix=f"_{command}")
@@ -654,12 +654,10 @@ def plan_outputs(
         elif single_file_out:
             dst = out_path
         else:
+            # one rule for -o DIR: every output keeps its input's name (the folder is the marker),
+            # files given one by one and folder trees (mirrored) alike
             sub = rel.parent if root is not None else Path()
-            dst = (
-                out_path / sub / f"{f.stem}{suffix}"
-                if root is not None
-                else out_path / f"{f.stem}_{command}{suffix}"
-            )
+            dst = out_path / sub / f"{f.stem}{suffix}"
         dst = _unique(dst, taken)
         job = Job(f, dst, rel)
         if dst.resolve() in input_set:

@@ -308,8 +308,8 @@ def test_same_name_inputs_never_overwrite_each_other(tmp_path: Path) -> None:
         outs = [Path(x["output"]) for x in recs]
         assert len(set(outs)) == 2
     with (
-        Image.open(tmp_path / "out" / "x_blur.png") as i1,
-        Image.open(tmp_path / "out" / "x_blur-2.png") as i2,
+        Image.open(tmp_path / "out" / "x.png") as i1,
+        Image.open(tmp_path / "out" / "x-2.png") as i2,
     ):
         assert i1.size == (80, 60) and i2.size == (90, 70)
 

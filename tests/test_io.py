@@ -208,7 +208,7 @@ def test_same_name_inputs_get_unique_outputs(tmp_path: Path) -> None:
         (tmp_path / d).mkdir()
         Image.fromarray(_photo()).save(tmp_path / d / "x.jpg")
     jobs = plan_outputs([tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"], "blur", tmp_path / "out")
-    assert [j.output.name for j in jobs] == ["x_blur.jpg", "x_blur-2.jpg"]
+    assert [j.output.name for j in jobs] == ["x.jpg", "x-2.jpg"]  # -o DIR keeps names, made unique
     # two folders with the same tree, and the same file given twice (processed once)
     jobs = plan_outputs([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.jpg"], "blur", tmp_path / "out")
     assert [j.output.name for j in jobs] == ["x.jpg", "x-2.jpg"]

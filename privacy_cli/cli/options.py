@@ -24,7 +24,8 @@ OutputOpt = Annotated[
     typer.Option(
         "-o",
         "--output",
-        help="Output file (one input) or folder (tree mirrored). Default: next to each input as <stem>_<command><ext>.",
+        help="Output file (one input) or folder: in a folder every output keeps its input's name (folder "
+        "trees mirrored; equal names get -2, -3). Default: next to each input as <stem>_<command><ext>.",
     ),
 ]
 Overwrite = Annotated[

@@ -112,6 +112,14 @@ def eraser(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Ignore existing checkpoints in --out.")
     ] = False,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option("--weights-dir", help="Folder with pretrained weights (privpix weights fetch/import)."),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Never download weights: use the weights folder and the Hub cache only."),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
@@ -125,7 +133,9 @@ def eraser(
       privpix train eraser my_pairs/ --size 256 --lambda-diff 2 --device cuda
     """
     from ..train.eraser import TrainConfig, train_eraser
+    from ..weights import configure
 
+    configure(weights_dir=weights_dir, offline=True if offline else None)
     out_ = Output(json_, quiet)
     cfg = TrainConfig(
         data=data,

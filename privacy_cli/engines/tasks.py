@@ -174,8 +174,8 @@ def plan_tasks(
             dst = out
         elif e.root is not None:
             dst = _join(out, posixpath.dirname(rel), f"{stem}{ext}")
-        else:
-            dst = _join(out, f"{stem}_{command}{ext}")
+        else:  # -o DIR keeps every input's name (io.plan_outputs' rule)
+            dst = _join(out, f"{stem}{ext}")
         base, n = dst, 1
         while dst in taken:  # two inputs with one name: the later ones get -2, -3... as locally
             n += 1
