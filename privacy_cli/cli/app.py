@@ -46,6 +46,9 @@ def _register() -> None:
         app.command("erase")(erase_cmd.erase)
     except ImportError:
         pass
+    from . import perturb_cmd
+
+    app.command("perturb")(perturb_cmd.perturb)
     from . import detect_cmd
 
     app.command("detect")(detect_cmd.detect)
