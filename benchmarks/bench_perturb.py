@@ -62,7 +62,9 @@ def speed(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             _, info = perturb(img, mask, targets=target, steps=steps, rounds=1)
             dt = time.perf_counter() - t0
-            out["runs"].append({"target": target, "steps": steps, "steps_run": info["steps_run"], "seconds": round(dt, 2)})
+            out["runs"].append(
+                {"target": target, "steps": steps, "steps_run": info["steps_run"], "seconds": round(dt, 2)}
+            )
             print(json.dumps(out["runs"][-1]), flush=True)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
