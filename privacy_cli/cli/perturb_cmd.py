@@ -22,10 +22,13 @@ LOSSY = {".jpg", ".jpeg", ".webp", ".heic", ".heif"}
 
 def _whole_image(common: CommonArgs) -> None:
     """No region source given: perturb the whole image (one box covering it, clipped to each image)."""
+    from ..regions import BoxesFile, Region
+
     spec = common.spec
     spec.detect = ()
     spec.boxes = Path("<whole image>")
-    spec._boxes_cache = [{"box": [0, 0, 1 << 30, 1 << 30], "kind": "image"}]
+    # a parsed boxes source holding one box larger than any image (masks are clipped to the image)
+    spec._boxes_cache = BoxesFile(spec.boxes, shared=[Region("image", (0.0, 0.0, 1e9, 1e9))])
 
 
 _REGION_OPTIONS = ("mask", "mask_dir", "boxes", "annotations", "detect")
