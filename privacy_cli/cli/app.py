@@ -72,6 +72,9 @@ def _register() -> None:
     from . import stylize_cmd
 
     app.command("stylize")(stylize_cmd.stylize)
+    from . import perturb_cmd
+
+    app.command("perturb")(perturb_cmd.perturb)
     from . import detect_cmd
 
     app.command("detect")(detect_cmd.detect)

@@ -185,3 +185,88 @@ def eraser(
         out_.line(f"trained to step {res.step} on {res.device}; weights: {res.weights}")
         if res.metrics:
             out_.line("eval: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items()))
+
+
+@app.command("uap")
+@cli_errors
+def uap(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of images (recursive) to train on.", show_default=False)
+    ],
+    target: Annotated[
+        str,
+        typer.Option("--target", "-t", help="Classifier to fool (places365-resnet50, imagenet-resnet50)."),
+    ] = "places365-resnet50",
+    xi: Annotated[
+        float, typer.Option("--xi", help="L-infinity bound of the perturbation, grey levels.")
+    ] = 10.0,
+    fooling_rate: Annotated[
+        float, typer.Option("--fooling-rate", help="Stop once this share of images changes label.")
+    ] = 0.8,
+    max_images: Annotated[
+        int, typer.Option("--max-images", min=1, help="Use at most this many images.")
+    ] = 3000,
+    max_epochs: Annotated[
+        int, typer.Option("--max-epochs", min=1, help="Passes over the images at most.")
+    ] = 10,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")] = Path(
+        "uap.safetensors"
+    ),
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the image order.")] = 0,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option("--weights-dir", envvar="PRIVPIX_WEIGHTS_DIR", help="Folder of checkpoints."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Universal adversarial perturbation (UAP + DeepFool, paper 002): one perturbation that changes
+    the classifier's label on most photos; images are resized to a short side of 256 and centre
+    cropped to 224. Resumes from <out>.partial.safetensors after an interruption.
+
+    Example: privpix train uap photos/ --target places365-resnet50 --xi 10 --fooling-rate 0.8 -o uap.safetensors
+    """
+    from ..io import iter_images
+    from ..train.uap import train_uap
+    from ..weights import configure
+
+    configure(weights_dir=weights_dir)
+    output = Output(json_out, quiet)
+    if not folder.is_dir():
+        from ..errors import UsageError
+
+        raise UsageError(f"{folder}: no such folder")
+    paths = sorted(iter_images([folder]))
+    with output.progress(min(len(paths), max_images) * max_epochs, "train uap") as bar:
+        last = [0]
+
+        def progress(done: int, total: int, rate: float) -> None:
+            if bar and done > last[0]:
+                bar.advance(done - last[0])
+                last[0] = done
+
+        res = train_uap(
+            paths, target, out, xi=xi, fooling=fooling_rate, max_images=max_images, max_epochs=max_epochs,
+            device=device, seed=seed, progress=progress,
+        )  # fmt: skip
+    assert res is not None
+    record = {
+        "out": str(res.path),
+        "target": target,
+        "xi": xi,
+        "fooling_rate": round(res.fooling_rate, 4),
+        "epochs": res.epochs,
+        "images": res.images,
+        "seconds": round(res.seconds, 2),
+        "images_per_second": round(res.images_per_second, 3),
+        "resumed": res.resumed,
+    }
+    output.record(record)
+    output.line(
+        f"UAP written to {res.path}: fooling rate {res.fooling_rate:.1%} on {res.images} images "
+        f"after {res.epochs} pass(es)"
+    )
+    if res.fooling_rate < fooling_rate:
+        output.error(f"requested fooling rate {fooling_rate:.0%} not reached (got {res.fooling_rate:.1%})")
+        raise typer.Exit(1)

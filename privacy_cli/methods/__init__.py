@@ -33,6 +33,7 @@ _METHOD_MODULES = {
     "mask": "privacy_cli.methods.fill",
     "erase": "privacy_cli.methods.erase",
     "stylize": "privacy_cli.methods.stylize",
+    "perturb": "privacy_cli.methods.perturb",
 }
 
 
