@@ -3,7 +3,6 @@ recognisers (Pixel Privacy, paper 002), verified on what was written."""
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,22 +17,6 @@ from .options import CommonArgs, _p, image_command, split_list
 from .output import Output
 
 LOSSY = {".jpg", ".jpeg", ".webp", ".heic", ".heif"}
-
-
-def _whole_image(common: CommonArgs) -> None:
-    """No region source given: perturb the whole image (one box covering it, clipped to each image)."""
-    from ..regions import BoxesFile, Region
-
-    spec = common.spec
-    spec.detect = ()
-    spec.boxes = Path("<whole image>")
-    # a parsed boxes source holding one box larger than any image (masks are clipped to the image)
-    spec._boxes_cache = BoxesFile(spec.boxes, shared=[Region("image", (0.0, 0.0, 1e9, 1e9))])
-
-
-_REGION_OPTIONS = ("mask", "mask_dir", "boxes", "annotations", "detect")
-#: set by the command wrapper: did the user give any region source (else: the whole image)?
-_REGIONS_GIVEN: list[bool] = [False]
 
 
 def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
@@ -51,9 +34,6 @@ def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
         raise UsageError(f"--uap {kw['uap']}: no such file")
     if not 1 <= kw["epsilon"] <= 255:
         raise UsageError(f"--epsilon {kw['epsilon']}: must be in [1, 255] grey levels")
-    if not _REGIONS_GIVEN[0]:
-        _whole_image(common)
-
     out = Output(common.json, common.quiet)
     jobs = plan_outputs(common.inputs, "perturb", common.output)
     if not jobs:
@@ -115,8 +95,6 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
         saved = load_image(tmp, max_pixels=common.max_pixels).rgb
         verdict = judge_all(original, saved, names, common.device)
         res.extra.pop("checked", None)
-        if not _REGIONS_GIVEN[0]:
-            res.extra["regions"] = [{"kind": "image", "box": [0, 0, original.shape[1], original.shape[0]]}]
         res.extra["targets"] = verdict
         res.extra["success"] = all(v["success"] for v in verdict.values())
         diff = np.abs(saved.astype(np.int16) - original.astype(np.int16))
@@ -137,7 +115,7 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
     return res
 
 
-_perturb = image_command(
+perturb = image_command(
     [
         _p(
             "target",
@@ -247,11 +225,5 @@ Examples:
 
   privpix perturb photo.jpg --attack uap --uap uap.safetensors -t places365-resnet50
 """,
+    whole_image=True,
 )
-
-
-@functools.wraps(_perturb)
-def perturb(**kwargs: Any) -> None:
-    """The command: as built by image_command, remembering whether a region source was given."""
-    _REGIONS_GIVEN[0] = any(kwargs.get(k) is not None for k in _REGION_OPTIONS)
-    _perturb(**kwargs)
