@@ -23,19 +23,25 @@ from privacy_cli.methods.learned_mask import apply_learned, learned_reveal
 from privacy_cli.models.masker import topk_mask
 from privacy_cli.train.masker import MaskTrainConfig, Split, evaluate_run, fit
 
-S, PATCH, K = 32, 6, 25.0
+S, PATCH, K = 16, 4, 25.0
 N_TRAIN, EPOCHS = 512, 10
 runner = CliRunner()
 
 
-def make_task(n: int, seed: int, size: int = S, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_task(
+    n: int, seed: int, size: int = S, patch: int = PATCH
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images (n, size, size, 3) uint8, labels (n,), patch boxes (n, 4) as x0, y0, x1, y1."""
     import cv2
 
     rng = np.random.default_rng(seed)
     tex_rng = np.random.default_rng(1234)  # the same eight "identities" in every split
     textures = [
-        cv2.resize(tex_rng.uniform(60, 200, (6, 6, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+        cv2.resize(
+            tex_rng.uniform(60, 200, (6, 6, 3)).astype(np.float32),
+            (size, size),
+            interpolation=cv2.INTER_CUBIC,
+        )
         for _ in range(8)
     ]
     x = np.empty((n, size, size, 3), np.uint8)
@@ -51,8 +57,20 @@ def make_task(n: int, seed: int, size: int = S, patch: int = PATCH) -> tuple[np.
 
 
 def _config(out: Path, adversarial: bool, **kw) -> MaskTrainConfig:
-    base = dict(out_dir=out, keep=K, size=S, epochs=EPOCHS, batch_size=32, lr=2e-3, adversarial=adversarial,
-                patience=0, base=8, device="cpu", quiet=True, task="patch-colour")
+    base = dict(
+        out_dir=out,
+        keep=K,
+        size=S,
+        epochs=EPOCHS,
+        batch_size=32,
+        lr=2e-3,
+        adversarial=adversarial,
+        patience=0,
+        base=8,
+        device="cpu",
+        quiet=True,
+        task="patch-colour",
+    )
     base.update(kw)
     return MaskTrainConfig(**base)
 
@@ -123,7 +141,9 @@ def test_full_resolution_reveal_matches_k_and_keeps_original_pixels(runs) -> Non
     for keep in (25.0, 10.0):
         out, info = apply_learned(big, np.ones(big.shape[:2], np.float32), runs["adv"], keep=keep)
         rev, soft, _ = learned_reveal(big, runs["adv"], keep, "cpu")
-        assert abs(rev.mean() * 100 - keep) <= 1.0 and abs(info["learned"]["revealed_share"] * 100 - keep) <= 1.0
+        assert (
+            abs(rev.mean() * 100 - keep) <= 1.0 and abs(info["learned"]["revealed_share"] * 100 - keep) <= 1.0
+        )
         assert np.array_equal(out[rev], big[rev])  # binary reveal: original values
         assert not out[~rev].any()  # everything else filled (black)
     out, _ = apply_learned(big, np.ones(big.shape[:2], np.float32), runs["adv"], soft=True, fill="white")
@@ -150,7 +170,10 @@ def test_face_model_reveals_only_inside_faces(runs, tmp_path: Path) -> None:
     for x0, y0, x1, y1 in boxes:
         side = max(x1 - x0, y1 - y0) * 1.6
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        inside[max(0, int(cy - side / 2)) : int(np.ceil(cy + side / 2)), max(0, int(cx - side / 2)) : int(np.ceil(cx + side / 2))] = True
+        inside[
+            max(0, int(cy - side / 2)) : int(np.ceil(cy + side / 2)),
+            max(0, int(cx - side / 2)) : int(np.ceil(cx + side / 2)),
+        ] = True
     assert rev.any() and not (rev & ~inside).any()  # nothing outside the face crops is revealed
     assert abs(rev.sum() / inside.sum() - 0.25) <= 0.02  # K% of the (clipped) crop area
     out, _ = apply_learned(rgb, np.ones(rgb.shape[:2], np.float32), run)
@@ -190,11 +213,37 @@ def test_cli_train_then_mask(runs, tmp_path: Path) -> None:
         rows.append(f"{i:03d}.png,{'red' if lab == 0 else 'blue'}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", "mask", str(data), "--labels", str(tmp_path / "labels.csv"), "--keep", "30",
-                            "--size", "16", "--epochs", "1", "-b", "16", "--out", str(run), "--device", "cpu", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "mask",
+            str(data),
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--keep",
+            "30",
+            "--size",
+            "16",
+            "--epochs",
+            "1",
+            "-b",
+            "16",
+            "--out",
+            str(run),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["keep"] == 30 and cfg["size"] == 16 and cfg["classes"] == ["blue", "red"] and cfg["input"] == "image"
+    assert (
+        cfg["keep"] == 30
+        and cfg["size"] == 16
+        and cfg["classes"] == ["blue", "red"]
+        and cfg["input"] == "image"
+    )
     assert cfg["task"] == "labels" and len(cfg["normalisation"]["mean"]) == 3
     assert (run / "masker.safetensors").is_file() and (run / "phi.safetensors").is_file()
     assert [json.loads(ln)["epoch"] for ln in (run / "train_log.jsonl").read_text().splitlines()[1:]] == [1]
@@ -202,8 +251,22 @@ def test_cli_train_then_mask(runs, tmp_path: Path) -> None:
     photo = tmp_path / "photo.png"
     Image.fromarray(np.asarray(Image.fromarray(runs["test"][0][0]).resize((90, 70)))).save(photo)
     out, masks = tmp_path / "out.png", tmp_path / "masks"
-    r = runner.invoke(app, ["mask", str(photo), "-o", str(out), "--learned", str(runs["adv"]), "--save-mask",
-                            str(masks), "--json", "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "mask",
+            str(photo),
+            "-o",
+            str(out),
+            "--learned",
+            str(runs["adv"]),
+            "--save-mask",
+            str(masks),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert rec["status"] == "ok" and abs(rec["learned"]["revealed_share"] - 0.25) <= 0.01

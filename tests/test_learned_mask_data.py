@@ -39,7 +39,14 @@ def _celeba(root: Path) -> None:
         lines.append(f"{f} " + " ".join(f"{v:>2}" for v in vals))  # CelebA pads -1/ 1 to two columns
         Image.fromarray(np.full((218, 178, 3), 100, np.uint8)).save(root / "img_align_celeba" / f)
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    parts = {"000001.jpg": 0, "000002.jpg": 0, "000003.jpg": 0, "000004.jpg": 1, "000005.jpg": 1, "000006.jpg": 2}
+    parts = {
+        "000001.jpg": 0,
+        "000002.jpg": 0,
+        "000003.jpg": 0,
+        "000004.jpg": 1,
+        "000005.jpg": 1,
+        "000006.jpg": 2,
+    }
     (root / "list_eval_partition.txt").write_text("".join(f"{f} {p}\n" for f, p in parts.items()))
 
 
@@ -61,7 +68,9 @@ def _ferplus(root: Path) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(6)]
     usage = ["Training", "Training", "PublicTest", "PrivateTest", "Training", "Training"]
-    fer = ["emotion,pixels,Usage"] + [f"0,{' '.join(map(str, f.reshape(-1)))},{u}" for f, u in zip(faces, usage, strict=True)]
+    fer = ["emotion,pixels,Usage"] + [
+        f"0,{' '.join(map(str, f.reshape(-1)))},{u}" for f, u in zip(faces, usage, strict=True)
+    ]
     (root / "fer2013.csv").write_text("\n".join(fer) + "\n")
     votes = [  # neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF
         (4, 0, 0, 6, 0, 0, 0, 0, 0, 0),  # sadness: dropped
@@ -105,7 +114,9 @@ def test_csv_and_class_folders(tmp_path: Path) -> None:
     assert d.kind == "csv" and d.classes == ["cat", "dog"] and [s.label for s in d.samples] == [0, 1, 0]
     f = open_task_data(tmp_path / "imgs")
     assert f.kind == "folders" and sorted((s.name, s.label) for s in f.samples) == [
-        ("cat/0.png", 0), ("cat/2.png", 0), ("dog/1.png", 1)
+        ("cat/0.png", 0),
+        ("cat/2.png", 0),
+        ("dog/1.png", 1),
     ]
     csvf.write_text("file,label\ncat/0.png,cat\nmissing.png,dog\n")
     with pytest.raises(InputError, match="missing.png"):

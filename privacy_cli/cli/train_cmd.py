@@ -192,7 +192,8 @@ def mask(
         Path | None, typer.Option("--labels", help="CSV with the columns file,label (file relative to DATA).")
     ] = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run folder: masker.safetensors, phi.safetensors, config.json.")
+        Path,
+        typer.Option("--out", "-o", help="Run folder: masker.safetensors, phi.safetensors, config.json."),
     ] = Path("runs/mask"),
     keep: Annotated[float, typer.Option("--keep", help="K: percent of pixels revealed.")] = 25.0,
     size: Annotated[int, typer.Option("--size", help="Model resolution (multiple of 16).")] = 64,
@@ -217,7 +218,9 @@ def mask(
     patience: Annotated[
         int,
         typer.Option(
-            "--patience", min=0, help="Stop after this many epochs without a better utility/privacy score (0: off)."
+            "--patience",
+            min=0,
+            help="Stop after this many epochs without a better utility/privacy score (0: off).",
         ),
     ] = 5,
     max_images: Annotated[
@@ -278,8 +281,8 @@ def mask(
     if json_:
         out_.emit_json(record)
     else:
-        v = res.val
+        acc_p, acc_o = res.val.get("val_acc_p", float("nan")), res.val.get("val_acc_o", float("nan"))
         out_.line(
-            f"best epoch {res.best_epoch}/{res.epoch}: predictor accuracy {v.get('val_acc_p', float('nan')):.3f}, "
-            f"obfuscator {v.get('val_acc_o', float('nan')):.3f} on validation; run folder {res.out_dir}"
+            f"best epoch {res.best_epoch}/{res.epoch}: predictor accuracy {acc_p:.3f}, "
+            f"obfuscator {acc_o:.3f} on validation; run folder {res.out_dir}"
         )

@@ -53,7 +53,9 @@ def read_run(run_dir: str | Path) -> RunInfo:
     p = Path(run_dir)
     cfg_file = p / CONFIG_FILE
     if not cfg_file.is_file() or not (p / "masker.safetensors").is_file():
-        raise UsageError(f"--learned {p}: not a run folder of `privpix train mask` (config.json, masker.safetensors)")
+        raise UsageError(
+            f"--learned {p}: not a run folder of `privpix train mask` (config.json, masker.safetensors)"
+        )
     try:
         c = json.loads(cfg_file.read_text())
         info = RunInfo(
@@ -90,7 +92,9 @@ class LearnedMasker:
         try:
             self.net.load_state_dict(load_file(str(run.path / "masker.safetensors")))
         except (OSError, RuntimeError, ValueError) as e:
-            raise WeightsError(f"{run.path / 'masker.safetensors'}: cannot load ({type(e).__name__}: {e})") from None
+            raise WeightsError(
+                f"{run.path / 'masker.safetensors'}: cannot load ({type(e).__name__}: {e})"
+            ) from None
         self.net.eval()
         self._mean = torch.tensor(run.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(run.std, device=device).view(1, 3, 1, 1)
@@ -100,7 +104,10 @@ class LearnedMasker:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+            x = (
+                torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
+                / 255.0
+            )
             return self.net((x - self._mean) / self._std)[:, 0].float().cpu().numpy()
 
 
@@ -134,8 +141,14 @@ def face_crop(
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     s = size / side
     mat = np.array([[s, 0.0, (side / 2 - cx) * s], [0.0, s, (side / 2 - cy) * s]], np.float64)
-    crop = cv2.warpAffine(rgb, mat, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    crop = cv2.warpAffine(
+        rgb,
+        mat,
+        (size, size),
+        flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
     return crop, mat
 
 
@@ -186,7 +199,10 @@ def learned_reveal(
         inv = cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR
         for m, mat in zip(masks, mats, strict=True):
             back = cv2.warpAffine(m, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            area = cv2.warpAffine(ones, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+            area = (
+                cv2.warpAffine(ones, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                > 0.5
+            )
             revealed |= top_share(back, k, area)
             soft = np.maximum(soft, back)
         info["faces"] = len(boxes)
@@ -234,5 +250,13 @@ def apply_learned(
     return out, {"learned": info}
 
 
-__all__ = ["LearnedMasker", "apply_learned", "detect_faces", "face_crop", "learned_reveal", "load_masker",
-           "read_run", "top_share"]
+__all__ = [
+    "LearnedMasker",
+    "apply_learned",
+    "detect_faces",
+    "face_crop",
+    "learned_reveal",
+    "load_masker",
+    "read_run",
+    "top_share",
+]

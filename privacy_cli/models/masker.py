@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .registry import register_model
 
-__all__ = ["MaskerUNet", "TaskClassifier", "topk_mask"]
+__all__ = ["MaskerUNet", "TaskClassifier", "topk_mask", "topk_select"]
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -66,7 +66,11 @@ class TaskClassifier(nn.Module):
     """Φ: ``(B, in_ch, S, S)`` -> logits ``(B, classes)``; S divisible by 16."""
 
     def __init__(
-        self, classes: int = 2, in_ch: int = 3, size: int = 64, widths: tuple[int, ...] = (16, 32, 64, 64),
+        self,
+        classes: int = 2,
+        in_ch: int = 3,
+        size: int = 64,
+        widths: tuple[int, ...] = (16, 32, 64, 64),
         hidden: int = 128,
     ) -> None:
         super().__init__()
@@ -87,19 +91,35 @@ class TaskClassifier(nn.Module):
         return self.head(self.dense(self.features(x).flatten(1)))
 
 
-def topk_mask(m: Tensor, keep: float) -> Tensor:
-    """Top-K% selection: keep the ``keep`` percent largest values of each mask with their soft value,
-    zero the rest.
+def topk_select(m: Tensor, keep: float, straight_through: bool = False) -> Tensor:
+    """The top-K% indicator of each mask: ``(B, 1, H, W)`` with exactly ``round(keep/100 * H*W)``
+    (at least 1) ones per image (ties broken by index), zeros elsewhere.
 
-    m: ``(B, 1, H, W)`` soft mask; keep: percent in (0, 100]. Exactly ``round(keep/100 * H*W)``
-    (at least 1) values per image are kept (ties broken by index). Gradients flow to the kept values.
+    With ``straight_through`` the forward value is the same, and the backward pass treats the
+    indicator as ``sigmoid((m - t) / tau)`` (t: the K-th largest value, tau: half the mask's standard
+    deviation), so a loss can move pixels into or out of the selection.
     """
     b = m.shape[0]
     flat = m.reshape(b, -1)
     k = max(1, min(flat.shape[1], round(keep / 100.0 * flat.shape[1])))
-    idx = flat.topk(k, dim=1).indices
-    sel = torch.zeros_like(flat).scatter_(1, idx, 1.0)
-    return (flat * sel).reshape(m.shape)
+    top = flat.topk(k, dim=1)
+    sel = torch.zeros_like(flat).scatter_(1, top.indices, 1.0)
+    if straight_through:
+        t = top.values[:, -1:].detach()
+        tau = 0.5 * flat.detach().std(dim=1, keepdim=True).clamp_min(1e-4)
+        soft = torch.sigmoid((flat - t) / tau)
+        sel = sel + soft - soft.detach()
+    return sel.reshape(m.shape)
+
+
+def topk_mask(m: Tensor, keep: float) -> Tensor:
+    """Top-K% selection (paper 003): keep the ``keep`` percent largest values of each mask with their
+    soft value, zero the rest.
+
+    m: ``(B, 1, H, W)`` soft mask; keep: percent in (0, 100]. Exactly ``round(keep/100 * H*W)``
+    (at least 1) values per image are kept (ties broken by index). Gradients flow to the kept values.
+    """
+    return m * topk_select(m, keep)
 
 
 @register_model("mask-unet", weights="learned-mask-unet", family="learned-mask")

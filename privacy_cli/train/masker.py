@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, UsageError, WeightsError
-from ..models.masker import MaskerUNet, TaskClassifier, topk_mask
+from ..models.masker import MaskerUNet, TaskClassifier, topk_mask, topk_select
 
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "config.json"
@@ -143,7 +143,12 @@ class MaskTrainer:
         self.masker.train()
         self.phi.requires_grad_(False)
         try:
-            _m, _xp, xo = self.split(x01)
+            m = self.masker(_normalise(x01, self.mean, self.std))
+            # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker through the
+            # selection (straight-through, see topk_select), not through the soft values: otherwise the
+            # cheapest way to hide the task from x_o is to dim it there rather than to reveal it.
+            sel = topk_select(m, self.c.keep, straight_through=True)
+            xo = m.detach() * (1.0 - sel) * x01
             logits = self.obfuscator(xo)
             loss = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
             self.opt_obf.zero_grad(set_to_none=True)
@@ -318,8 +323,18 @@ def fit(
     with (out / LOG_FILE).open("a", encoding="utf-8") as log:
         if resumed is not None:
             ui.info(f"resuming {out} at epoch {resumed}")
-        log.write(json.dumps({"event": "start", "time": time.time(), "epoch": state["epoch"],
-                              "device": str(device), "config": c.to_json()}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "event": "start",
+                    "time": time.time(),
+                    "epoch": state["epoch"],
+                    "device": str(device),
+                    "config": c.to_json(),
+                }
+            )
+            + "\n"
+        )
         while state["epoch"] < c.epochs:
             if c.patience and state["bad"] >= c.patience:
                 stopped = True
@@ -344,12 +359,20 @@ def fit(
             rate = steps_per_epoch * c.batch_size / max(secs, 1e-9)
             ev = tr.evaluate(val)
             state["epoch"] = epoch + 1
-            rec = {"epoch": epoch + 1, "step": state["step"], **{k: float(np.mean(v)) for k, v in sums.items()},
-                   **ev, "images_per_s": rate, "time": time.time()}
+            rec = {
+                "epoch": epoch + 1,
+                "step": state["step"],
+                **{k: float(np.mean(v)) for k, v in sums.items()},
+                **ev,
+                "images_per_s": rate,
+                "time": time.time(),
+            }
             if ev["val_score"] > state["best_score"]:
                 state.update(best_score=ev["val_score"], best_epoch=epoch + 1, bad=0)
                 _save_final(out, *tr.weights())
-                config.update(best_epoch=epoch + 1, val={k: ev[k] for k in ("val_acc_p", "val_acc_o", "val_chance")})
+                config.update(
+                    best_epoch=epoch + 1, val={k: ev[k] for k in ("val_acc_p", "val_acc_o", "val_chance")}
+                )
                 _atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2))
                 rec["best"] = True
             else:
@@ -384,8 +407,14 @@ def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
 
     info = read_run(run_dir)
     cfg = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
-    c = MaskTrainConfig(out_dir=Path(run_dir), keep=info.keep, size=info.size, base=info.base,
-                        adversarial=bool(cfg.get("adversarial", True)), device=str(device))
+    c = MaskTrainConfig(
+        out_dir=Path(run_dir),
+        keep=info.keep,
+        size=info.size,
+        base=info.base,
+        adversarial=bool(cfg.get("adversarial", True)),
+        device=str(device),
+    )
     tr = MaskTrainer(c, len(info.classes), np.asarray(info.mean), np.asarray(info.std), device)
     try:
         tr.masker.load_state_dict(load_file(str(Path(run_dir) / "masker.safetensors")))
@@ -397,7 +426,9 @@ def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
     return tr
 
 
-def evaluate_run(run_dir: Path, data: Split, keep: float | None = None, device: Any = "cpu") -> dict[str, float]:
+def evaluate_run(
+    run_dir: Path, data: Split, keep: float | None = None, device: Any = "cpu"
+) -> dict[str, float]:
     """Accuracy of the run's Φ on x_p and x_o of ``data`` (at its K, or ``keep``), as in validation."""
     tr = load_run(run_dir, device)
     if keep is not None:
@@ -406,11 +437,70 @@ def evaluate_run(run_dir: Path, data: Split, keep: float | None = None, device: 
     return {k[4:]: v for k, v in ev.items()}
 
 
+def fit_classifier(
+    train: Split,
+    val: Split,
+    classes: int,
+    size: int,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: Any = "cpu",
+) -> tuple[TaskClassifier, dict[str, float]]:
+    """A task classifier Φ trained on unmasked images (the utility judge, in place of the paper's
+    SlimCNN / FERAtt); returns it in eval mode with its best validation accuracy."""
+    from ..runtime import choose_device
+
+    dev = choose_device(device)
+    torch.manual_seed(seed)
+    phi = TaskClassifier(classes=classes, size=size).to(dev)
+    opt = torch.optim.Adam(phi.parameters(), lr=lr)
+    best, best_sd = -1.0, None
+    for epoch in range(epochs):
+        phi.train()
+        order = torch.randperm(
+            len(train.y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        ).numpy()
+        for b in range(len(order) // batch_size):
+            x01, y = _to_tensors(
+                train.x[np.sort(order[b * batch_size : (b + 1) * batch_size])],
+                train.y[np.sort(order[b * batch_size : (b + 1) * batch_size])],
+                dev,
+            )
+            loss = F.cross_entropy(phi(x01), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        acc = classifier_accuracy(phi, val, dev)
+        if acc > best:
+            best, best_sd = acc, _cpu(phi.state_dict())
+    assert best_sd is not None
+    phi.load_state_dict(best_sd)
+    phi.eval()
+    return phi, {"val_acc": best}
+
+
+@torch.no_grad()
+def classifier_accuracy(phi: TaskClassifier, data: Split, device: Any = "cpu", batch: int = 256) -> float:
+    """Accuracy of ``phi`` (eval mode) on ``data`` images ``(N, S, S, 3)`` uint8."""
+    phi.eval()
+    correct = 0
+    for i in range(0, len(data.y), batch):
+        x01, y = _to_tensors(data.x[i : i + batch], data.y[i : i + batch], device)
+        correct += int((phi(x01).argmax(1) == y).sum())
+    return correct / max(1, len(data.y))
+
+
 # ---------------------------------------------------------------------------- from a dataset
 
 
 def prepare_images(
-    samples: list, size: int, input_kind: str = "image", face_scale: float = 1.6, device: str = "cpu",
+    samples: list,
+    size: int,
+    input_kind: str = "image",
+    face_scale: float = 1.6,
+    device: str = "cpu",
     on_skip: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load ``TaskSample`` images to ``(N, size, size, 3)`` uint8: whole images resized (aspect not
@@ -437,13 +527,13 @@ def prepare_images(
         ys.append(s.label)
         names.append(s.name)
     if not xs:
-        raise InputError("no usable training image" + (" (no face found in any)" if input_kind == "face" else ""))
+        raise InputError(
+            "no usable training image" + (" (no face found in any)" if input_kind == "face" else "")
+        )
     return np.stack(xs), np.asarray(ys, np.int64), names
 
 
-def split_data(
-    data: Any, val_fraction: float, seed: int, max_images: int | None = None
-) -> tuple[list, list]:
+def split_data(data: Any, val_fraction: float, seed: int, max_images: int | None = None) -> tuple[list, list]:
     """(train, val) samples: the published partition when the data has one, else a seeded random
     ``val_fraction`` (stratified by nothing; at least one image)."""
     samples = list(data.samples)
@@ -491,7 +581,9 @@ __all__ = [
     "MaskTrainResult",
     "MaskTrainer",
     "Split",
+    "classifier_accuracy",
     "evaluate_run",
+    "fit_classifier",
     "fit",
     "load_run",
     "prepare_images",

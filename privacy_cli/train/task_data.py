@@ -28,10 +28,26 @@ from ..errors import InputError, UsageError
 HAIR_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 HAIR_CLASSES = ("black", "blond", "brown", "gray")
 FERPLUS_EMOTIONS = (
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
 )
 FERPLUS_KEEP = ("neutral", "happiness", "surprise")
-_SPLITS = {"0": "train", "1": "val", "2": "test", "Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+_SPLITS = {
+    "0": "train",
+    "1": "val",
+    "2": "test",
+    "Training": "train",
+    "PublicTest": "val",
+    "PrivateTest": "test",
+}
 KINDS = ("auto", "csv", "folders", "celeba-hair", "ferplus")
 
 
@@ -158,7 +174,10 @@ def read_ferplus(root: Path) -> TaskData:
     new = _need(root / "fer2013new.csv", "FER+ votes")
     with open(fer, newline="") as fh_a, open(new, newline="") as fh_b:
         ra, rb = csv.DictReader(fh_a), csv.DictReader(fh_b)
-        for r, need, f in ((ra, {"pixels", "Usage"}, fer), (rb, {"Usage", "Image name", *FERPLUS_EMOTIONS}, new)):
+        for r, need, f in (
+            (ra, {"pixels", "Usage"}, fer),
+            (rb, {"Usage", "Image name", *FERPLUS_EMOTIONS}, new),
+        ):
             if not r.fieldnames or not need <= {c.strip() for c in r.fieldnames}:
                 raise InputError(f"{f}: header lacks {', '.join(sorted(need))}")
         samples = []
