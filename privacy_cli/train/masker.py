@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, UsageError, WeightsError
-from ..models.masker import MaskerUNet, TaskClassifier, topk_mask, topk_select
+from ..models.masker import MaskerUNet, TaskClassifier, topk_select
 
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "config.json"
@@ -121,16 +121,18 @@ class MaskTrainer:
         self.opt_pred = torch.optim.Adam([*self.masker.parameters(), *self.phi.parameters()], lr=c.lr)
         self.opt_obf = torch.optim.Adam(self.masker.parameters(), lr=c.lr)
 
-    def split(self, x01: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(m, x_p, x_o)`` for images ``x01`` (B, 3, S, S) in [0, 1]."""
+    def split(self, x01: Tensor, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``(m, x_p, x_o)`` for images ``x01`` (B, 3, S, S) in [0, 1]: ``x_p = m_topK * x``,
+        ``x_o = (m - m_topK) * x``. ``straight_through``: gradients also reach the top-K selection
+        (:func:`~privacy_cli.models.masker.topk_select`); forward values are the same."""
         m = self.masker(_normalise(x01, self.mean, self.std))
-        mk = topk_mask(m, self.c.keep)
+        mk = m * topk_select(m, self.c.keep, straight_through)
         return m, mk * x01, (m - mk) * x01
 
     def predictor_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
         self.masker.train()
         self.phi.train()
-        _m, xp, _xo = self.split(x01)
+        _m, xp, _xo = self.split(x01, straight_through=True)
         logits = self.phi(xp)
         loss = F.cross_entropy(logits, y)
         self.opt_pred.zero_grad(set_to_none=True)
@@ -367,7 +369,7 @@ def fit(
                 "images_per_s": rate,
                 "time": time.time(),
             }
-            if ev["val_score"] > state["best_score"]:
+            if ev["val_score"] >= state["best_score"]:  # on a tie the longer-trained model
                 state.update(best_score=ev["val_score"], best_epoch=epoch + 1, bad=0)
                 _save_final(out, *tr.weights())
                 config.update(
