@@ -197,6 +197,7 @@ def learned_reveal(
         revealed = np.zeros((h, w), bool)
         ones = np.ones((run.size, run.size), np.float32)
         inv = cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR
+        n_area = 0
         for m, mat in zip(masks, mats, strict=True):
             back = cv2.warpAffine(m, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             area = (
@@ -204,8 +205,10 @@ def learned_reveal(
                 > 0.5
             )
             revealed |= top_share(back, k, area)
+            n_area += int(area.sum())
             soft = np.maximum(soft, back)
         info["faces"] = len(boxes)
+        info["face_area_pixels"] = n_area  # summed over faces (overlaps counted per face)
     info["revealed_share"] = round(float(revealed.mean()), 6)
     return revealed, np.clip(soft, 0.0, 1.0).astype(np.float32), info
 
