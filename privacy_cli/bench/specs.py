@@ -7,6 +7,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -250,9 +251,9 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
                 raise UsageError(f"--methods: {name} has no option {k!r} (options: {known})")
         combos: list[list[tuple[str, Any]]] = [[]]
         for k, v in opts:
-            values = (
-                [_coerce(x) for x in v.split("/")] if "/" in v and not v.startswith("#") else [_coerce(v)]
-            )
+            # a sweep "2/4/8", but a path (learned=runs/hair, /abs/run) stays one value
+            sweep = "/" in v and not v.startswith(("#", "/", ".", "~")) and not Path(v).exists()
+            values = [_coerce(x) for x in v.split("/")] if sweep else [_coerce(v)]
             values = [_check_value(name, fn, k, x) for x in values]
             combos = [c + [(k, x)] for c in combos for x in values]
         for c in combos:

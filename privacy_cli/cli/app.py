@@ -95,7 +95,7 @@ def _register() -> None:
     try:
         from .train_cmd import app as train_app
 
-        app.add_typer(train_app, name="train", help="Fine-tune learned methods (ERASER).")
+        app.add_typer(train_app, name="train", help="Train learned methods: ERASER, UAP perturbations, task masks, Private-Encoder.")
     except ImportError:
         pass
 

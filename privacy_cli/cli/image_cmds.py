@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,13 +20,15 @@ def method_fn(
     common: CommonArgs,
     method_kwargs: dict[str, Any],
     setup: Callable[[], None] | None = None,
+    save_mask_dir: Path | None = None,
 ) -> Callable[[Job], Result]:
     """The per-image function of an image command: ``fn(job) -> Result`` runs ``method`` on
     ``job.input`` and writes ``job.output`` (raises a PrivpixError on failure, nothing written).
 
     Built in the process that runs it (a Ray actor builds its own); ``setup`` (picklable) first
     applies process-wide settings there, e.g. the weights folder. Engines call it on the jobs of
-    :func:`privacy_cli.io.plan_outputs`, wrapped by :func:`privacy_cli.cli.batch.run_one`.
+    :func:`privacy_cli.io.plan_outputs`, wrapped by :func:`privacy_cli.cli.batch.run_one`. ``save_mask_dir``: the method gets
+    ``save_mask=<dir>/<input's relative path>.png`` per image.
     """
     if setup is not None:
         setup()
@@ -36,7 +39,9 @@ def method_fn(
             job.input,
             job.output,
             method,
-            method_kwargs,
+            {**method_kwargs, "save_mask": str(save_mask_dir / job.rel.with_suffix(".png"))}
+            if save_mask_dir is not None
+            else method_kwargs,
             common.spec,
             rel=job.rel,
             quality=common.quality,
@@ -55,6 +60,7 @@ def run_method(
     common: CommonArgs,
     method_kwargs: dict[str, Any],
     setup: Callable[[], None] | None = None,
+    save_mask_dir: Path | None = None,
 ) -> int:
     """Plan outputs, run ``method`` over every input on the chosen engine, report; returns the exit code."""
     from .. import engines
@@ -67,7 +73,7 @@ def run_method(
         out.error("no input images found")
         return 1
     code, _ = engines.run_jobs(
-        jobs, partial(method_fn, method, common, method_kwargs, setup), out, command, opts
+        jobs, partial(method_fn, method, common, method_kwargs, setup, save_mask_dir), out, command, opts
     )
     return code
 
@@ -143,6 +149,32 @@ pixelate = image_command(
     "Pixelate (mosaic) faces and personal text (or given regions)." + EXAMPLES.format(cmd="pixelate"),
 )
 
+
+def run_mask(common: CommonArgs, kw: dict[str, Any]) -> int:
+    """``mask``: solid fill of the regions, or with ``--learned`` a learned task mask (paper 003)."""
+    if kw["learned"] is None:
+        if kw["keep"] is not None or kw["soft"] or kw["save_mask"] is not None:
+            from ..errors import UsageError
+
+            raise UsageError("--keep, --soft and --save-mask need --learned RUN_DIR")
+        return run_method("mask", "mask", common, {"fill": kw["fill"]})
+    from ..methods.fill import parse_fill
+    from ..methods.learned_mask import read_run
+
+    parse_fill(kw["fill"])
+    read_run(kw["learned"])  # a usage error before any work
+    # the learned mask decides what to hide: the method sees the whole photo (and finds faces itself)
+    common.spec.detect, common.spec.whole = (), True
+    opts = {
+        "fill": kw["fill"],
+        "learned": str(kw["learned"]),
+        "keep": kw["keep"],
+        "soft": kw["soft"],
+        "device": common.device,
+    }
+    return run_method("mask", "mask", common, opts, save_mask_dir=kw["save_mask"])
+
+
 mask = image_command(
     [
         _p(
@@ -157,8 +189,45 @@ mask = image_command(
             ],
             "black",
         ),
+        _p(
+            "learned",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--learned",
+                    help="Run folder of `privpix train mask`: reveal only the pixels its task needs (top "
+                    "--keep percent of the whole photo, or of each face for face models), fill the rest.",
+                ),
+            ],
+            None,
+        ),
+        _p(
+            "keep",
+            Annotated[
+                float | None,
+                typer.Option(
+                    "--keep", min=0.01, max=100.0, help="Percent revealed (default: the trained K)."
+                ),
+            ],
+            None,
+        ),
+        _p(
+            "soft",
+            Annotated[bool, typer.Option("--soft", help="Multiply revealed pixels by the soft mask.")],
+            False,
+        ),
+        _p(
+            "save_mask",
+            Annotated[
+                Path | None,
+                typer.Option("--save-mask", help="Write each learned mask here (PNG, 0 = hidden)."),
+            ],
+            None,
+        ),
     ],
-    partial(run_method, "mask", "mask"),
-    "Fill faces and personal text (or given regions) with a solid colour (the papers' Mask baseline)."
-    + EXAMPLES.format(cmd="mask"),
+    run_mask,
+    "Fill faces and personal text (or given regions) with a solid colour (the papers' Mask baseline); "
+    "with --learned, reveal only what a trained task needs."
+    + EXAMPLES.format(cmd="mask")
+    + "\n  privpix mask photos/ -o out/ --learned runs/hair --keep 25   learned task mask (paper 003)\n",
 )

@@ -29,13 +29,29 @@ def parse_fill(fill: str) -> str | tuple[int, int, int]:
 
 
 @register_method("mask", "fill regions with black, white, their mean colour or #rrggbb")
-def fill(image: np.ndarray, mask: np.ndarray, fill: str = "black", regions: object = None) -> np.ndarray:
+def fill(
+    image: np.ndarray,
+    mask: np.ndarray,
+    fill: str = "black",
+    regions: object = None,
+    learned: str | None = None,
+    keep: float | None = None,
+    soft: bool = False,
+    save_mask: str | None = None,
+    device: str = "auto",
+) -> np.ndarray | tuple[np.ndarray, dict]:
     """Fill the regions of ``image`` (H,W,3) uint8 where ``mask`` (H,W) [0,1] is set.
 
     fill: "black", "white", "mean" (each connected region gets its own mean colour; overlapping
     regions are one region) or "#rrggbb". A solid fill leaves no glyph at any text size, so it
     needs no per-region strength (``regions`` is accepted and unused).
+    learned: a ``privpix train mask`` run folder: reveal only its top ``keep`` percent task pixels
+    and fill everything else (see :mod:`privacy_cli.methods.learned_mask`; returns (image, info)).
     """
+    if learned is not None:
+        from .learned_mask import apply_learned
+
+        return apply_learned(image, mask, learned, keep, soft, fill, save_mask, device)
     image, mask = check_inputs(image, mask)
     colour = parse_fill(fill)
     solid = np.empty_like(image)
