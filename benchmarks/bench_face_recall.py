@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shlex
@@ -234,6 +235,11 @@ def main() -> None:
     for i, (name, (img, _)) in enumerate(all_scenes.items()):
         files[name] = src / f"scene{i:02d}.png"
         Image.fromarray(img).save(files[name])
+    refs = {
+        name: [files[name].name, [list(map(float, b)) for b in boxes]]
+        for name, (_, boxes) in all_scenes.items()
+    }
+    (work / "refs.json").write_text(json.dumps(refs, indent=1))
     bindir = Path(sys.executable).parent
     out_pp = work / "privpix"
     shutil.rmtree(out_pp, ignore_errors=True)
