@@ -455,3 +455,17 @@ def test_onnx_cache_is_written_once_and_rebuilt_when_corrupt(tmp_path, monkeypat
     sess = ort.cached_session("centerface-dyn", centerface.onnx_path(), build, "cpu")
     assert len(calls) == 2 and [i.name for i in sess.get_inputs()] == ["input.1"]
     assert not list(tmp_path.glob(".*part*"))  # no temporary files left behind
+
+
+def test_face_regions_carry_an_ellipse_that_contains_the_inscribed_ellipse():
+    box = (100.0, 50.0, 180.0, 150.0)
+    poly = np.array(faces.ellipse_polygon(box))
+    cx, cy, rx, ry = 140.0, 100.0, 40.0, 50.0
+    t = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    ring = np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1).astype(np.float32)
+    contour = poly.astype(np.float32).reshape(-1, 1, 2)
+    assert all(cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in ring)
+    regions = Regions((300, 200))
+    regions.extend([faces.Region("face", box, polygon=list(map(tuple, poly)))])
+    mask = regions.to_mask(face_scale=1.3)
+    assert mask[100, 140] == 1 and mask[50, 100] == 0 and mask[100, 88] == 1  # centre, box corner, 1.3x side

