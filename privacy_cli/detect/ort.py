@@ -103,6 +103,8 @@ def session(model: Path | bytes, device: str | None = "auto", threads: int = 0) 
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = int(threads)
+    # idle pool threads sleep instead of spinning: spinning burns CPU the rest of a batch job needs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(src, opts, providers=providers(device))
 
