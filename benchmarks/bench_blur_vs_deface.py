@@ -4,7 +4,12 @@ Reports images/s, peak memory (RSS of the whole process tree, sampled), and face
 same way for both tools: reference faces come from an independent detector (dlib's HOG), a face counts
 as covered when at least 90% of its central box changed visibly; plus the mean change outside the faces.
 
-Run:  uv run python benchmarks/bench_blur_vs_deface.py [FOLDER] [--limit N]
+The tools run alternately (privpix, deface, privpix, deface, ... for ``--rounds`` rounds) so that
+both see the same machine load; each tool's best round is reported, and the ratios the performance
+issue asks for: privpix photos/s over deface's (target >= 3) and privpix peak RSS over deface's
+(target <= 0.5).
+
+Run:  python benchmarks/bench_blur_vs_deface.py [FOLDER] [--limit N] [--rounds R] [--privpix-args ARGS]
 (default FOLDER: ../shared/datasets/faces-id). Prints a Markdown table for docs/performance.md.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,6 +31,7 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+PRIVPIX, DEFACE = "privpix blur", "deface (defaults)"
 DEFAULT_FOLDER = ROOT.parent / "shared" / "datasets" / "faces-id"
 
 
@@ -99,6 +106,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N photos")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per tool (best is kept)")
+    ap.add_argument("--privpix-args", default="--detect faces", help="privpix blur arguments")
+    ap.add_argument(
+        "--cold",
+        type=int,
+        default=3,
+        help="also time `privpix blur PHOTO` (default detectors) from a cold process this many times "
+        "on the first photo (0: skip)",
+    )
     args = ap.parse_args()
     from privacy_cli.io import load_image
 
@@ -112,29 +128,36 @@ def main() -> None:
         shutil.copy(p, src / p.name)
     bindir = Path(sys.executable).parent
     tools = {
-        "privpix blur --detect faces": [
+        PRIVPIX: [
             str(bindir / "privpix"),
             "blur",
             str(src),
             "-o",
             str(work / "privpix"),
-            "--detect",
-            "faces",
             "--quiet",
+            *shlex.split(args.privpix_args),
         ],
         # deface writes <stem>_anonymized<ext> next to each input
-        "deface (defaults)": [str(bindir / "deface"), *[str(p) for p in sorted(src.iterdir())]],
+        DEFACE: [str(bindir / "deface"), *[str(p) for p in sorted(src.iterdir())]],
     }
-    results = {}
-    for name, cmd in tools.items():
-        dt, peak, code = run_measured(cmd)
-        results[name] = {"seconds": dt, "peak_mb": peak, "code": code}
+    results: dict[str, dict] = {}
+    for _ in range(max(1, args.rounds)):
+        for name, cmd in tools.items():
+            if name == PRIVPIX:  # each tool starts from no outputs of its own
+                shutil.rmtree(work / "privpix", ignore_errors=True)
+            else:
+                for old in src.glob("*_anonymized*"):
+                    old.unlink()
+            dt, peak, code = run_measured(cmd)
+            best = results.get(name)
+            if best is None or dt < best["seconds"]:
+                results[name] = {"seconds": dt, "peak_mb": peak, "code": code}
     refs = {p.name: (load_image(src / p.name).rgb) for p in photos}
     faces = {n: reference_faces(img) for n, img in refs.items()}
     n_faces = sum(len(f) for f in faces.values())
     outputs = {
-        "privpix blur --detect faces": lambda p: work / "privpix" / p.name,
-        "deface (defaults)": lambda p: src / f"{p.stem}_anonymized{p.suffix}",
+        PRIVPIX: lambda p: work / "privpix" / p.name,
+        DEFACE: lambda p: src / f"{p.stem}_anonymized{p.suffix}",
     }
     for name, out_of in outputs.items():
         cov = 0
@@ -163,6 +186,30 @@ def main() -> None:
         print(
             f"| {name} | {r['seconds'] / len(photos):.3f} | {len(photos) / r['seconds']:.2f} | {r['peak_mb']:.0f} | "
             f"{r['covered']}/{n_faces} | {r['outside']:.2f} |"
+        )
+    pp, df = results[PRIVPIX], results[DEFACE]
+    print(
+        f"\nprivpix blur {args.privpix_args}: {df['seconds'] / pp['seconds']:.2f}x deface's photos/s "
+        f"(target >= 3), peak RSS {pp['peak_mb'] / df['peak_mb']:.2f}x deface's (target <= 0.5); "
+        f"best of {max(1, args.rounds)} alternating rounds."
+    )
+    if args.cold:
+        cold = [
+            run_measured(
+                [
+                    str(bindir / "privpix"),
+                    "blur",
+                    str(src / photos[0].name),
+                    "-o",
+                    str(work / f"cold{i}{photos[0].suffix}"),
+                ]
+            )
+            for i in range(args.cold)
+        ]
+        walls = sorted(c[0] for c in cold)
+        print(
+            f"`privpix blur {photos[0].name}` (faces + text), cold process: median {walls[len(walls) // 2]:.2f} s "
+            f"wall (min {walls[0]:.2f}, target <= 1.5), peak RSS {max(c[1] for c in cold):.0f} MB."
         )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -1,6 +1,7 @@
 """Automatic detection of sensitive regions: ``detect(image, kinds=("faces", "text"))``.
 
-Detectors are registered by name (see :mod:`privacy_cli.detect.base`): ``"faces"`` (MTCNN),
+Detectors are registered by name (see :mod:`privacy_cli.detect.base`): ``"faces"`` (MTCNN +
+CenterFace, upright and turned, on onnxruntime), ``"faces-mtcnn"``, ``"faces-centerface"``,
 ``"faces-dlib"`` (dlib HOG) and ``"text"`` (RapidOCR + PII classification). Importing this
 package is cheap; models load on first use, once per process.
 """

@@ -41,7 +41,11 @@ class Detector(Protocol):
 DetectorFactory = Callable[..., Detector]
 
 # Modules that register detectors; imported on first lookup.
-_DETECTOR_MODULES: list[str] = ["privacy_cli.detect.faces", "privacy_cli.detect.text"]
+_DETECTOR_MODULES: list[str] = [
+    "privacy_cli.detect.faces",
+    "privacy_cli.detect.centerface",
+    "privacy_cli.detect.text",
+]
 _FACTORIES: dict[str, DetectorFactory] = {}
 _INSTANCES: dict[tuple[str, tuple[tuple[str, Hashable], ...]], Detector] = {}
 _LOCK = threading.RLock()

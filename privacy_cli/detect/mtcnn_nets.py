@@ -14,19 +14,13 @@ probability (B,2)).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import io
+import warnings
 
 import torch
 from torch import nn
 
-
-def weights_path(stage: str) -> Path:
-    """Path of facenet-pytorch's ``<stage>.pt`` (stage: pnet, rnet, onet), without importing it."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("facenet-pytorch is not installed (it ships the MTCNN weights)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / f"{stage}.pt"
+from .faces import weights_path
 
 
 def _load(net: nn.Module, stage: str) -> nn.Module:
@@ -119,3 +113,48 @@ class ONet(nn.Module):
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu5(self.dense5(_flatten_hw_swapped(self.prelu4(self.conv4(x)))))
         return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+
+class _Uint8Input(nn.Module):
+    """Wraps a stage net to take ``(B, H, W, 3)`` uint8 RGB and return (regression, face probability).
+
+    The ONNX graphs then do the normalisation themselves and send back only what the cascade uses.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net((x.permute(0, 3, 1, 2).float() - 127.5) * 0.0078125)
+        return out[0], out[-1][:, 1]
+
+
+def export_onnx(stage: str) -> bytes:
+    """Serialized ONNX graph of MTCNN stage ``stage`` ("pnet", "rnet", "onet") on facenet-pytorch's weights.
+
+    Input ``image``: (B, H, W, 3) uint8 RGB (P-Net: any H, W >= 12; R-Net 24 x 24; O-Net 48 x 48).
+    Outputs ``reg``: box regression (P-Net (B, 4, h, w), others (B, 4)); ``prob``: face probability
+    (P-Net (B, h, w), others (B,)).
+    """
+    net = {"pnet": PNet, "rnet": RNet, "onet": ONet}[stage]()
+    size = {"pnet": 48, "rnet": 24, "onet": 48}[stage]
+    axes = {"image": {0: "B", 1: "H", 2: "W"}} if stage == "pnet" else {"image": {0: "B"}}
+    if stage == "pnet":
+        axes.update(reg={0: "B", 2: "h", 3: "w"}, prob={0: "B", 1: "h", 2: "w"})
+    else:
+        axes.update(reg={0: "B"}, prob={0: "B"})
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but exact for these nets
+        torch.onnx.export(
+            _Uint8Input(net).eval(),
+            (torch.zeros(2, size, size, 3, dtype=torch.uint8),),
+            buf,
+            input_names=["image"],
+            output_names=["reg", "prob"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    return buf.getvalue()

@@ -1,0 +1,122 @@
+"""onnxruntime sessions for the detectors, and the user cache of ONNX graphs made from packaged weights.
+
+Detectors that run on onnxruntime keep torch out of the process: ``import torch`` alone costs
+seconds and hundreds of MB. Graphs derived from weights that ship in installed packages (MTCNN
+converted from facenet-pytorch's state dicts, CenterFace with dynamic input shapes) are built
+once and kept in :func:`cache_dir`, named after the sha256 of their source file, checked by onnx
+and written atomically; a cached file onnxruntime cannot load is rebuilt
+(:func:`cached_session`).
+
+Devices: ``"cpu"`` runs the CPU provider; ``"auto"`` prefers CUDA when onnxruntime has the CUDA
+provider; ``"cuda"`` without it is a UsageError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+ENV_CACHE_DIR = "PRIVPIX_CACHE_DIR"
+_SHA: dict[tuple[str, float, int], str] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where derived ONNX graphs live: ``$PRIVPIX_CACHE_DIR`` or ``$XDG_CACHE_HOME/privpix/onnx``
+    (default ``~/.cache/privpix/onnx``)."""
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "privpix" / "onnx"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of ``path`` (memoised per path, mtime and size)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime, st.st_size)
+    with _LOCK:
+        if key in _SHA:
+            return _SHA[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    with _LOCK:
+        _SHA[key] = h.hexdigest()
+    return _SHA[key]
+
+
+def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: bool = False) -> Path:
+    """Path of the cached ONNX graph ``<name>-<sha256(source)[:16]>.onnx``, built by ``build()`` when
+    absent (or when ``rebuild``); the bytes are checked by onnx, then written atomically."""
+    path = cache_dir() / f"{name}-{file_sha256(source)[:16]}.onnx"
+    if path.is_file() and not rebuild:
+        return path
+    data = build()
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(data))
+    from ..io import write_bytes_atomic
+
+    write_bytes_atomic(data, path)
+    return path
+
+
+def providers(device: str | None) -> list[str]:
+    """onnxruntime execution providers for ``device`` (``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
+    import onnxruntime as ort
+
+    spec = str(device or "auto").strip().lower()
+    available = ort.get_available_providers()
+    if spec == "cpu":
+        return ["CPUExecutionProvider"]
+    if spec == "auto":
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if spec in ("cuda", "gpu") or spec.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in available:
+            raise UsageError(
+                f"--device {spec} was requested but onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); use --device auto or --device cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if spec == "mps":
+        return ["CPUExecutionProvider"]  # onnxruntime has no MPS provider; CoreML is not bundled
+    raise UsageError(f"bad device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def session(model: Path | bytes, device: str | None = "auto", threads: int = 0) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``model`` (a path or serialized bytes).
+
+    threads: intra-op threads (0 = onnxruntime's default, one per core).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    # idle pool threads sleep instead of spinning: spinning burns CPU the rest of a batch job needs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    src = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(src, opts, providers=providers(device))
+
+
+def cached_session(
+    name: str, source: Path, build: Callable[[], bytes], device: str | None = "auto", threads: int = 0
+) -> Any:
+    """:func:`session` on :func:`cached_graph`; a cached file onnxruntime cannot load is rebuilt once."""
+    path = cached_graph(name, source, build)
+    try:
+        return session(path, device, threads)
+    except UsageError:
+        raise
+    except Exception:
+        return session(cached_graph(name, source, build, rebuild=True), device, threads)
