@@ -30,6 +30,7 @@ _METHOD_MODULES = {
     "pixelate": "privacy_cli.methods.pixelate",
     "mask": "privacy_cli.methods.fill",
     "erase": "privacy_cli.methods.erase",
+    "deidentify": "privacy_cli.methods.deidentify",
 }
 
 
