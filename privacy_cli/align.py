@@ -105,7 +105,7 @@ def face_outline(points: np.ndarray) -> np.ndarray:
 
 def hull_mask(points: np.ndarray, shape: tuple[int, int], feather: float | None = None) -> np.ndarray:
     """Soft face mask (H, W) float32 in [0, 1] for ``shape`` = (H, W): the convex hull of
-    :func:`face_outline`, eroded by ``feather`` and blurred with sigma ``feather`` pixels (default
+    :func:`face_outline`, eroded by ``2 * feather`` and blurred with sigma ``feather`` pixels (default
     :data:`FEATHER` x inter-ocular distance), so it falls to 0 at the hull's edge."""
     import cv2
 
@@ -116,7 +116,7 @@ def hull_mask(points: np.ndarray, shape: tuple[int, int], feather: float | None 
     m = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(m, hull, 255, lineType=cv2.LINE_AA, shift=2)
     if feather >= 0.5:
-        k = int(2 * round(feather) + 1)
+        k = int(4 * round(feather) + 1)  # erode by 2 sigma: the blurred edge ends at the hull
         m = cv2.erode(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         m = cv2.GaussianBlur(m, (0, 0), feather)
     out = m.astype(np.float32) / 255.0
@@ -124,21 +124,43 @@ def hull_mask(points: np.ndarray, shape: tuple[int, int], feather: float | None 
     return out
 
 
+#: the blend mask of large faces is drawn at a scale where the inter-ocular distance is this many pixels
+MASK_IOD = 80.0
+
+
+def _box_mask(points: np.ndarray, shape: tuple[int, int], iod: float) -> np.ndarray:
+    """:func:`hull_mask` for a face box, drawn at reduced scale for large faces and resized up
+    (the mask is smooth, so this changes it by well under 1%; its zero set stays inside the box)."""
+    import cv2
+
+    scale = min(1.0, MASK_IOD / max(iod, 1e-6))
+    if scale >= 0.999:
+        return hull_mask(points, shape, feather=FEATHER * iod)
+    sh, sw = max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+    small = hull_mask(points * scale, (sh, sw), feather=FEATHER * iod * scale)
+    big = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    big[big < 1.0 / 255] = 0.0
+    return big
+
+
 def match_colour(source: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``source`` (H, W, 3) uint8 RGB with the per-channel Lab mean and standard deviation of
     ``reference`` (same shape), both measured where ``weight`` (H, W) > 0.5. Returns uint8."""
     import cv2
 
-    sel = weight > 0.5
+    step = max(1, int(np.sqrt(weight.size / 40000)))  # statistics from ~40k pixels are plenty
+    sel = weight[::step, ::step] > 0.5
     if sel.sum() < 16:
         return source
-    s = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
-    r = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
-    sm, ss = s[sel].mean(0), s[sel].std(0) + 1e-3
-    rm, rs = r[sel].mean(0), r[sel].std(0) + 1e-3
-    gain = np.clip(rs / ss, 0.5, 2.0)
-    out = (s - sm) * gain + rm
-    return cv2.cvtColor(np.clip(np.round(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    s_lab = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)
+    s = s_lab[::step, ::step][sel].astype(np.float32)
+    r = cv2.cvtColor(np.ascontiguousarray(reference[::step, ::step]), cv2.COLOR_RGB2LAB)[sel].astype(np.float32)
+    gain = np.clip((r.std(0) + 1e-3) / (s.std(0) + 1e-3), 0.5, 2.0)
+    offset = r.mean(0) - s.mean(0) * gain
+    # per-channel linear map as a lookup table on the uint8 Lab values
+    lut = np.clip(np.round(np.arange(256, dtype=np.float32)[:, None] * gain + offset), 0, 255).astype(np.uint8)
+    out = np.stack([lut[s_lab[..., c], c] for c in range(3)], axis=-1)
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
 
 
 def paste_back(
@@ -180,7 +202,7 @@ def paste_back(
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    local = hull_mask(face.image_points - np.array([x0, y0], np.float32), (y1 - y0, x1 - x0), feather=FEATHER * iod)
+    local = _box_mask(face.image_points - np.array([x0, y0], np.float32), (y1 - y0, x1 - x0), iod)
     if limit is not None:
         local = local * np.clip(limit[y0:y1, x0:x1], 0.0, 1.0)
     orig = image[y0:y1, x0:x1]

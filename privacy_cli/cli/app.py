@@ -46,6 +46,9 @@ def _register() -> None:
         app.command("erase")(erase_cmd.erase)
     except ImportError:
         pass
+    from . import deidentify_cmd
+
+    app.command("deidentify")(deidentify_cmd.deidentify)
     from . import detect_cmd
 
     app.command("detect")(detect_cmd.detect)

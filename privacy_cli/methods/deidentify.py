@@ -367,6 +367,9 @@ def deidentify(
             for face, rec in zip(faces, records[len(failed) :], strict=True):
                 emb = rec_.embed(out, face.box)
                 rec["identity_similarity"] = round(_similarity(face.descriptor, emb), 4)
+                dist = float(np.linalg.norm(face.descriptor - emb))
+                rec["identity_distance"] = round(dist, 4)
+                rec["recognised"] = dist < DONOR_MIN_DISTANCE  # dlib's own same-person decision
                 rec["identity_judge"] = "dlib"
     return out, {"model_used": chosen, "faces": records}
 
