@@ -88,7 +88,11 @@ def align_face(image: np.ndarray, points: np.ndarray, size: int = 256) -> Aligne
 
     m = alignment_matrix(points, size)
     crop = cv2.warpAffine(
-        np.ascontiguousarray(image), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        np.ascontiguousarray(image),
+        m,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
     return AlignedFace(crop, m, transform_points(points, m), np.asarray(points, np.float32))
 
@@ -154,11 +158,15 @@ def match_colour(source: np.ndarray, reference: np.ndarray, weight: np.ndarray) 
         return source
     s_lab = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)
     s = s_lab[::step, ::step][sel].astype(np.float32)
-    r = cv2.cvtColor(np.ascontiguousarray(reference[::step, ::step]), cv2.COLOR_RGB2LAB)[sel].astype(np.float32)
+    r = cv2.cvtColor(np.ascontiguousarray(reference[::step, ::step]), cv2.COLOR_RGB2LAB)[sel].astype(
+        np.float32
+    )
     gain = np.clip((r.std(0) + 1e-3) / (s.std(0) + 1e-3), 0.5, 2.0)
     offset = r.mean(0) - s.mean(0) * gain
     # per-channel linear map as a lookup table on the uint8 Lab values
-    lut = np.clip(np.round(np.arange(256, dtype=np.float32)[:, None] * gain + offset), 0, 255).astype(np.uint8)
+    lut = np.clip(np.round(np.arange(256, dtype=np.float32)[:, None] * gain + offset), 0, 255).astype(
+        np.uint8
+    )
     out = np.stack([lut[s_lab[..., c], c] for c in range(3)], axis=-1)
     return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
 

@@ -30,7 +30,9 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
         spec = replace(spec, mask=None, mask_dir=None, boxes=None, annotations=None, detect=("faces",))
         items = [(p, None) for p in iter_images([donors_dir])]
     else:
-        items = [(j.input, j.rel) for j in plan_outputs(common.inputs, "deidentify", common.output) if not j.error]
+        items = [
+            (j.input, j.rel) for j in plan_outputs(common.inputs, "deidentify", common.output) if not j.error
+        ]
     with out.progress(len(items), "donor faces") as bar:
         for path, rel in items:
             try:
@@ -74,6 +76,27 @@ def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
         Output(common.json, common.quiet).line(
             f"deidentify: using [bold]{model}[/] (--model auto: the best backend available)"
         )
+    if model == "latent" and kw["weights"] is None:
+        from ..errors import WeightsError
+        from ..methods.deidentify import missing_latent_weights
+
+        missing = missing_latent_weights()
+        if missing:
+            raise WeightsError(
+                f"deidentify --model latent: weights missing ({', '.join(missing)}); run "
+                + " and ".join(f"`privpix weights fetch {m}`" for m in missing)
+                + ", train a model with `privpix train deidentify`, or use --model ksame"
+            )
+    if model == "private-encoder" and kw["weights"] is None:
+        from ..errors import WeightsError
+        from ..methods.deidentify import private_encoder_checkpoint, private_encoder_checkpoints
+
+        if private_encoder_checkpoint(kw["beta"]) is None:
+            have = ", ".join(f"{b:g}" for b in sorted(private_encoder_checkpoints())) or "none"
+            raise WeightsError(
+                f"deidentify --model private-encoder: no checkpoint for beta {kw['beta']:g} (available: "
+                f"{have}); train one with `privpix train deidentify FACES/ --beta {kw['beta']:g}`"
+            )
     if model == "ksame" and pool is None:
         pool = _donor_pool(common, donors_dir)
     return run_method(
@@ -134,6 +157,7 @@ deidentify = image_command(
                 Path | None,
                 typer.Option(
                     "--donors",
+                    envvar="PRIVPIX_DONORS",
                     help="ksame: folder of donor photos (default: the other faces of this run).",
                 ),
             ],
@@ -160,7 +184,9 @@ deidentify = image_command(
             "weights",
             Annotated[
                 Path | None,
-                typer.Option("--weights", help="Checkpoint file for private-encoder / latent (default: registry)."),
+                typer.Option(
+                    "--weights", help="Checkpoint file for private-encoder / latent (default: registry)."
+                ),
             ],
             None,
         ),
@@ -169,7 +195,9 @@ deidentify = image_command(
             Annotated[
                 Path | None,
                 typer.Option(
-                    "--weights-dir", envvar="PRIVPIX_WEIGHTS_DIR", help="Folder of checkpoints (see privpix weights)."
+                    "--weights-dir",
+                    envvar="PRIVPIX_WEIGHTS_DIR",
+                    help="Folder of checkpoints (see privpix weights).",
                 ),
             ],
             None,

@@ -65,7 +65,7 @@ def predict(image: np.ndarray, box: tuple[float, float, float, float]) -> np.nda
 def plausible(points: np.ndarray, box: tuple[float, float, float, float]) -> bool:
     """True when ``points`` (68, 2) look like a frontal-to-three-quarter face inside ``box``:
     inter-ocular distance 20-70% of the box width, eyes tilted < 35 degrees, nose tip between the
-    eyes across, mouth below the eyes by 25-120% of the inter-ocular distance."""
+    eyes across, mouth below the eyes by 25-160% of the inter-ocular distance."""
     bw = max(1.0, box[2] - box[0])
     el, er = points[LEFT_EYE].mean(0), points[RIGHT_EYE].mean(0)
     d = er - el
@@ -80,7 +80,7 @@ def plausible(points: np.ndarray, box: tuple[float, float, float, float]) -> boo
     u = float(nose @ ex) / iod
     mouth = (points[MOUTH_LEFT] + points[MOUTH_RIGHT]) / 2 - el
     v = float(mouth @ ey) / iod
-    return 0.05 <= u <= 0.95 and 0.25 <= v <= 1.2
+    return 0.05 <= u <= 0.95 and 0.25 <= v <= 1.6
 
 
 def _hog_faces(

@@ -34,9 +34,11 @@ dlib descriptors, original face vs output at the same place).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,8 @@ from .compose import check_inputs, components, composite
 MODELS = ("auto", "private-encoder", "latent", "ksame")
 ON_FAIL = ("blur", "mask", "error")
 DEFAULT_K = 5
+#: environment variable naming a default donor folder (``bench --methods deidentify:model=ksame``)
+DONORS_ENV = "PRIVPIX_DONORS"
 #: aligned resolution of the k-Same backend (FFHQ crop)
 KSAME_SIZE = 256
 #: dlib's identity threshold: donors must be at least this far from the face (other people)
@@ -119,11 +123,42 @@ def analyse_faces(
         for fl in found:
             al = align_face(image, fl.points, KSAME_SIZE)
             desc = rec.embed(image, fl.box)
-            if desc is None:  # pragma: no cover - embed with a box always returns a vector
-                failed.append(region)
-                continue
             faces.append(FaceInfo(region, fl.box, al, desc, appearance_vector(al), source))
+        if _unexplained(region, [fl.box for fl in found]) > UNEXPLAINED:
+            # more region than the faces found account for (e.g. two overlapping face boxes, one of
+            # them a face dlib cannot read): the rest gets the on_fail treatment, never left as it was
+            failed.append(region)
     return faces, failed
+
+
+#: a region whose area lies more than this fraction outside its faces' boxes (scaled by EXPLAIN_SCALE)
+#: has a part no face accounts for
+UNEXPLAINED = 0.25
+EXPLAIN_SCALE = 1.6
+
+
+def _explained_boxes(boxes: Sequence[tuple[float, float, float, float]]) -> list[tuple[int, int, int, int]]:
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        cx, cy, hw, hh = (
+            (x0 + x1) / 2,
+            (y0 + y1) / 2,
+            (x1 - x0) * EXPLAIN_SCALE / 2,
+            (y1 - y0) * EXPLAIN_SCALE / 2,
+        )
+        out.append((int(cx - hw), int(cy - hh), int(np.ceil(cx + hw)), int(np.ceil(cy + hh))))
+    return out
+
+
+def _unexplained(
+    region: tuple[int, int, int, int], boxes: Sequence[tuple[float, float, float, float]]
+) -> float:
+    """Fraction of ``region``'s box outside every face box grown by :data:`EXPLAIN_SCALE`."""
+    x0, y0, x1, y1 = region
+    cover = np.zeros((y1 - y0, x1 - x0), bool)
+    for bx0, by0, bx1, by1 in _explained_boxes(boxes):
+        cover[max(0, by0 - y0) : max(0, by1 - y0), max(0, bx0 - x0) : max(0, bx1 - x0)] = True
+    return 1.0 - float(cover.mean()) if cover.size else 0.0
 
 
 class DonorPool:
@@ -179,6 +214,37 @@ class DonorPool:
         idx = np.flatnonzero(ok)
         order = idx[np.argsort(_appearance_distance(a[idx], face.appearance[None]), kind="stable")]
         return [self.faces[i] for i in order[:k]], int(ok.sum())
+
+
+_FOLDER_POOLS: dict[str, DonorPool] = {}
+_FOLDER_LOCK = threading.Lock()
+
+
+def folder_pool(folder: str, device: str = "cpu") -> DonorPool:
+    """A :class:`DonorPool` of every face (MTCNN, ``--detect faces`` geometry) in the photos under
+    ``folder``, built once per process (used by ``bench --methods deidentify:donors=DIR``)."""
+    from ..errors import PrivpixError
+    from ..io import iter_images, load_image
+    from ..pipeline import RegionSpec, collect_regions, regions_mask
+
+    key = str(Path(folder).resolve())
+    with _FOLDER_LOCK:
+        if key in _FOLDER_POOLS:
+            return _FOLDER_POOLS[key]
+        if not Path(folder).is_dir():
+            raise UsageError(f"donors {folder}: no such folder")
+        spec = RegionSpec(detect=("faces",), device=device)
+        pool = DonorPool()
+        for path in iter_images([folder]):
+            try:
+                loaded = load_image(path)
+                mask = regions_mask(collect_regions(loaded, spec, path), spec)
+            except PrivpixError:
+                continue
+            if mask.any():
+                pool.add_image(loaded.rgb, mask, box_scale=spec.box_scale, source=path.name)
+        _FOLDER_POOLS[key] = pool
+        return pool
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -287,10 +353,19 @@ def choose_model(model: str, beta: float, pool: DonorPool | None = None, k: int 
 # The method
 
 
-def _fallback(image: np.ndarray, mask: np.ndarray, region: tuple[int, int, int, int], how: str) -> np.ndarray:
+def _fallback(
+    image: np.ndarray,
+    mask: np.ndarray,
+    region: tuple[int, int, int, int],
+    how: str,
+    faces: Sequence[FaceInfo] = (),
+) -> np.ndarray:
+    """Blur or black-fill ``region`` of ``mask``, except around the ``faces`` de-identified in it."""
     x0, y0, x1, y1 = region
     local = np.zeros_like(mask)
     local[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+    for bx0, by0, bx1, by1 in _explained_boxes([f.box for f in faces if f.region == region]):
+        local[max(0, by0) : max(0, by1), max(0, bx0) : max(0, bx1)] = 0.0
     if how == "blur":
         from .blur import blur
 
@@ -311,7 +386,7 @@ def deidentify(
     beta: float = 0.0,
     model: str = "auto",
     k: int = DEFAULT_K,
-    donors: DonorPool | None = None,
+    donors: DonorPool | str | Path | None = None,
     on_fail: str = "blur",
     steps: int = 100,
     box_scale: float = 1.3,
@@ -322,7 +397,8 @@ def deidentify(
     """De-identify the faces in the regions of ``mask`` (H, W) [0, 1] of ``image`` (H, W, 3) uint8.
 
     beta: target identity similarity in [0, 1]. model: see :data:`MODELS`. k / donors: k-Same donor
-    count and pool (a pool built from this image alone has no donors). on_fail: what happens to a
+    count and pool, or a folder of donor photos (:func:`folder_pool`; default ``$PRIVPIX_DONORS``);
+    without donors ksame fails. on_fail: what happens to a
     region without a usable face (:data:`ON_FAIL`). steps: latent optimisation steps. weights: a
     checkpoint file for the learned backends (default: the registry). judge: measure the identity
     similarity reached (dlib) per face.
@@ -337,6 +413,10 @@ def deidentify(
         raise UsageError(f"--beta {beta}: must be in [0, 1]")
     if on_fail not in ON_FAIL:
         raise UsageError(f"--on-fail {on_fail!r}: use one of {', '.join(ON_FAIL)}")
+    if donors is None and os.environ.get(DONORS_ENV):
+        donors = os.environ[DONORS_ENV]
+    if isinstance(donors, str | Path):
+        donors = folder_pool(str(donors), device)
     pool = donors if donors is not None else DonorPool()
     cached = pool.lookup(image)
     faces, failed = cached if cached is not None else analyse_faces(image, mask, box_scale)
@@ -344,10 +424,12 @@ def deidentify(
     out = image.copy()
     records: list[dict[str, Any]] = []
     for region in failed:
+        partial = any(f.region == region for f in faces)
+        reason = "part of the region has no face with landmarks" if partial else "no facial landmarks"
         if on_fail == "error":
-            raise MethodError(f"no facial landmarks found in region {list(region)} (--on-fail error)")
-        out = _fallback(out, mask, region, on_fail)
-        records.append({"region": list(region), "backend": on_fail, "reason": "no facial landmarks"})
+            raise MethodError(f"{reason} in region {list(region)} (--on-fail error)")
+        out = _fallback(out, mask, region, on_fail, faces)
+        records.append({"region": list(region), "backend": on_fail, "reason": reason})
     if faces:
         crops = _run_backend(chosen, faces, pool, beta, k, steps, device, weights)
         for face, (crop, extra) in zip(faces, crops, strict=True):
@@ -404,22 +486,227 @@ def _run_backend(
 # Learned backends (torch; imported lazily)
 
 
-def private_encoder_checkpoint(beta: float) -> str | None:
+#: latent backend loss weights: identity target, LPIPS(alex) to the input, squared distance to the inversion
+LATENT_LAMBDA_ID, LATENT_LAMBDA_LPIPS, LATENT_LAMBDA_W = 1.0, 0.3, 0.05
+LATENT_LR = 0.02
+#: folder (under the weights dir) holding Private-Encoder checkpoints named ``privacy_<beta>.pt``
+PE_FOLDER = "private-encoder"
+_TORCH_LOCK = threading.Lock()
+_PSP_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def pe_checkpoint_name(beta: float) -> str:
+    """File name of the Private-Encoder checkpoint for ``beta``: ``privacy_<beta>.pt`` (e.g. privacy_0.2.pt)."""
+    return f"privacy_{round(float(beta), 4):g}.pt"
+
+
+def private_encoder_checkpoints() -> dict[float, Path]:
+    """Local Private-Encoder checkpoints by beta (``<weights dir>/private-encoder/privacy_<beta>.pt``)."""
+    from ..weights import get_weights_dir
+
+    folder = get_weights_dir() / PE_FOLDER
+    found: dict[float, Path] = {}
+    for f in sorted(folder.glob("privacy_*.pt")) if folder.is_dir() else []:
+        try:
+            found[float(f.stem[len("privacy_") :])] = f
+        except ValueError:
+            continue
+    return found
+
+
+def private_encoder_checkpoint(beta: float) -> Path | None:
     """Path of a local Private-Encoder checkpoint trained for ``beta`` (None when there is none)."""
+    for b, path in private_encoder_checkpoints().items():
+        if abs(b - beta) < 1e-6:
+            return path
     return None
 
 
 def latent_weights_present() -> bool:
-    """True when the e4e checkpoint (generator + latent_avg) is present locally (never downloads)."""
-    return False
+    """True when the e4e checkpoint (generator + latent_avg) and the ArcFace identity net are present
+    locally (never downloads)."""
+    return not missing_latent_weights()
 
 
-def _latent(faces: list[FaceInfo], **kw: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    raise MethodError("latent backend not available yet")
+def missing_latent_weights() -> list[str]:
+    """Registry names of the latent backend's weights that are not present locally: e4e (encoder,
+    generator, latent_avg), ArcFace IR-SE50 (identity), AlexNet (LPIPS backbone)."""
+    from ..weights import get_weights, locate
+
+    out = []
+    for name in ("e4e-ffhq", "arcface-ir-se50", "alexnet"):
+        try:
+            if locate(get_weights(name)) is None:
+                out.append(name)
+        except Exception:  # registry entry unreadable: treat as missing
+            out.append(name)
+    return out
 
 
-def _private_encoder(faces: list[FaceInfo], **kw: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    raise MethodError("private-encoder backend not available yet")
+def psp_output_size(state_dict: dict) -> int:
+    """StyleGAN2 resolution of a pSp/e4e checkpoint's decoder: ``2 ** (number of to_rgbs + 2)``."""
+    n = {k.split(".")[2] for k in state_dict if k.startswith("decoder.to_rgbs.")}
+    if not n:
+        from ..errors import WeightsError
+
+        raise WeightsError("pSp checkpoint: no 'decoder.to_rgbs.*' keys (no StyleGAN2 decoder)")
+    return 2 ** (len(n) + 2)
+
+
+def load_psp(path: str | Path, encoder_type: str, device: str = "cpu") -> Any:
+    """A :class:`~privacy_cli.models.psp.PSPPipeline` from a pSp / e4e / Private-Encoder checkpoint file
+    (``{"state_dict": {"encoder.*", "decoder.*"}, "latent_avg", "opts"}``, read with weights_only), its
+    decoder resolution taken from the checkpoint. Cached per (file, device). ``model.opts`` holds the
+    checkpoint's opts (a dict, or {})."""
+    from ..models.psp import PSPPipeline, psp_checkpoint_filter
+    from ..weights import get_weights
+    from ..weights.loading import fit_state_dict, read_checkpoint
+
+    key = (str(Path(path).resolve()), f"{encoder_type}:{device}")
+    with _TORCH_LOCK:
+        if key in _PSP_CACHE:
+            return _PSP_CACHE[key]
+        entry = get_weights("e4e-ffhq" if encoder_type == "Encoder4Editing" else "psp-ffhq-encode")
+        ckpt = read_checkpoint(path, entry)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+            from ..errors import WeightsError
+
+            raise WeightsError(f"{path}: not a pSp checkpoint (needs a 'state_dict' dict)")
+        model = PSPPipeline(encoder_type, psp_output_size(ckpt["state_dict"]))
+        sd = psp_checkpoint_filter(ckpt, model)
+        fit_state_dict(model, sd, what=str(path), arch=f"pSp pipeline ({encoder_type})")
+        opts = ckpt.get("opts")
+        model.opts = dict(opts) if isinstance(opts, dict) else {}
+        model = model.eval().to(device)
+        _PSP_CACHE[key] = model
+        return model
+
+
+def _resolved_path(name: str) -> Path:
+    from ..weights import resolve_any
+
+    return Path(resolve_any(name).path)
+
+
+def identity_net(device: str) -> Any:
+    """The ArcFace IR-SE50 identity network (registry ``arcface-ir-se50``; WeightsError when missing)."""
+    from ..models import build_model
+
+    key = ("arcface-ir-se50", device)
+    with _TORCH_LOCK:
+        if key not in _PSP_CACHE:
+            net = build_model("arcface-ir-se50", pretrained=True, device=device)
+            for p in net.parameters():
+                p.requires_grad_(False)
+            _PSP_CACHE[key] = net
+        return _PSP_CACHE[key]
+
+
+def _to_tensor(faces: list[FaceInfo], device: str) -> Any:
+    """Aligned crops as (B, 3, 256, 256) float32 in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.stack([f.aligned.crop for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != 256:
+        x = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False, antialias=True)
+    return x.to(device)
+
+
+def _to_crops(y: Any, faces: list[FaceInfo]) -> list[np.ndarray]:
+    import cv2
+
+    arr = ((y.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for a, f in zip(arr, faces, strict=True):
+        out.append(a if a.shape[0] == f.aligned.size else cv2.resize(a, (f.aligned.size,) * 2))
+    return out
+
+
+def _cos(net: Any, a: Any, b: Any) -> Any:
+    from ..models.irse import idloss_face_crop
+
+    return (net(idloss_face_crop(a)) * net(idloss_face_crop(b))).sum(1)
+
+
+def _missing(what: str, e: Exception) -> Exception:
+    from ..errors import WeightsError
+
+    return WeightsError(f"{what}: {str(e).splitlines()[0]}")
+
+
+def _latent(
+    faces: list[FaceInfo], beta: float, steps: int, device: str, weights: str | None, **_: Any
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """e4e inversion, then ``steps`` Adam steps on the W+ codes towards cos(ArcFace) = beta."""
+    import torch
+
+    from ..errors import PrivpixError
+    from ..runtime import resolve_device
+
+    device = resolve_device(device)
+    hint = "run `privpix weights fetch e4e-ffhq` (and arcface-ir-se50), or use --model ksame"
+    try:
+        model = load_psp(weights or _resolved_path("e4e-ffhq"), "Encoder4Editing", device)
+        net = identity_net(device)
+        from ..bench.features import build_lpips
+
+        lp = build_lpips("alex", device=device)
+    except PrivpixError as e:
+        raise _missing(f"deidentify --model latent needs weights ({hint})", e) from None
+    for p in list(model.parameters()) + list(lp.parameters()):
+        p.requires_grad_(False)
+    x = _to_tensor(faces, device)
+    with torch.no_grad():
+        w0 = model.encode(x)
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=LATENT_LR)
+    for _step in range(steps):
+        y = model.decode(w, resize=True)
+        cos = _cos(net, y, x)
+        loss = (
+            LATENT_LAMBDA_ID * (beta - cos).abs().mean()
+            + LATENT_LAMBDA_LPIPS * lp(y, x).mean()
+            + LATENT_LAMBDA_W * ((w - w0) ** 2).sum(-1).mean()
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        y = model.decode(w, resize=True)
+        cos = _cos(net, y, x).cpu().numpy()
+    return [
+        (c, {"steps": steps, "arcface_similarity": round(float(s), 4)})
+        for c, s in zip(_to_crops(y, faces), cos, strict=True)
+    ]
+
+
+def _private_encoder(
+    faces: list[FaceInfo], beta: float, device: str, weights: str | None, **_: Any
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """One pass through the pSp model trained for ``beta`` (Private-Encoder)."""
+    import torch
+
+    from ..errors import WeightsError
+    from ..runtime import resolve_device
+
+    device = resolve_device(device)
+    path = Path(weights) if weights else private_encoder_checkpoint(beta)
+    if path is None:
+        have = ", ".join(f"{b:g}" for b in sorted(private_encoder_checkpoints())) or "none"
+        raise WeightsError(
+            f"deidentify --model private-encoder: no checkpoint for beta {beta:g} (available: {have}); "
+            f"train one with `privpix train deidentify FACES/ --beta {beta:g}`"
+        )
+    model = load_psp(path, "GradualStyleEncoder", device)
+    trained = model.opts.get("target_id")
+    if trained is not None and abs(float(trained) - beta) > 1e-6:
+        raise WeightsError(f"{path}: trained for beta {float(trained):g}, not {beta:g}")
+    x = _to_tensor(faces, device)
+    with torch.no_grad():
+        y = model(x, resize=True)
+    extra: dict[str, Any] = {"checkpoint": path.name}
+    return [(c, dict(extra)) for c in _to_crops(y, faces)]
 
 
 _BACKENDS: dict[str, Callable[..., list[tuple[np.ndarray, dict[str, Any]]]]] = {
