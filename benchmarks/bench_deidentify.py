@@ -8,7 +8,8 @@ Stages timed separately (in-process, 1 torch thread unless --threads):
 * ``latent`` / ``private-encoder``: only when their weights are present (``privpix weights``).
 
 Detection (MTCNN) is excluded: it is the same for every image command (docs/performance.md, blur).
-Peak memory is the process's maximum RSS (``resource.getrusage``), as ``/usr/bin/time -v`` reports it.
+Wall and CPU seconds are both reported: on a shared machine CPU time (``time.process_time``, one
+thread) is what an idle core would take. Peak memory is the process's maximum RSS (``resource.getrusage``), as ``/usr/bin/time -v`` reports it.
 
 Run:  uv run python benchmarks/bench_deidentify.py [FOLDER] [--limit N]
 (default FOLDER: ../shared/datasets/faces-id). Prints a Markdown table for docs/performance.md.
@@ -51,35 +52,43 @@ def main() -> None:
         loaded = load_image(p)
         photos.append((loaded.rgb, regions_mask(collect_regions(loaded, spec), spec)))
     pool = d.DonorPool()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for img, mask in photos:
         pool.add_image(img, mask)
-    t_donors = (time.perf_counter() - t0) / max(1, len(pool))
-    rows = [("donors (landmarks + alignment + dlib descriptor)", t_donors, len(pool))]
+    nf = max(1, len(pool))
+    rows = [
+        (
+            "donors (landmarks + alignment + dlib descriptor)",
+            (time.perf_counter() - t0) / nf,
+            (time.process_time() - c0) / nf,
+            len(pool),
+        )
+    ]
+    from privacy_cli.faceid import default_recognizer
 
-    t_ksame = t_judge = 0.0
+    w_ksame = c_ksame = w_judge = c_judge = 0.0
     n = 0
     for img, mask in photos:
         faces, _ = pool.lookup(img)
         if not faces:
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out, _info = d.deidentify(img, mask, model="ksame", k=args.k, donors=pool, judge=False)
-        t_ksame += time.perf_counter() - t0
-        from privacy_cli.faceid import default_recognizer
-
-        t0 = time.perf_counter()
+        w_ksame += time.perf_counter() - t0
+        c_ksame += time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         for f in faces:
             default_recognizer().embed(out, f.box)
-        t_judge += time.perf_counter() - t0
+        w_judge += time.perf_counter() - t0
+        c_judge += time.process_time() - c0
         n += len(faces)
-    rows.append((f"ksame backend + paste-back (k={args.k})", t_ksame / n, n))
-    rows.append(("judge (dlib descriptor of the output)", t_judge / n, n))
+    rows.append((f"ksame backend + paste-back (k={args.k})", w_ksame / n, c_ksame / n, n))
+    rows.append(("judge (dlib descriptor of the output)", w_judge / n, c_judge / n, n))
 
     for model in ("latent", "private-encoder"):
         avail = not d.missing_latent_weights() if model == "latent" else d.private_encoder_checkpoint(0.0)
         if not avail:
-            rows.append((f"{model} (weights absent: not measured)", float("nan"), 0))
+            rows.append((f"{model} (weights absent: not measured)", float("nan"), float("nan"), 0))
             continue
         img, mask = photos[0]
         t0 = time.perf_counter()
@@ -94,10 +103,12 @@ def main() -> None:
         f"cuda {torch.cuda.is_available()}; {len(photos)} photos of {args.folder.name}"
     )
     print()
-    print("| stage | s / face | faces |")
-    print("|---|---|---|")
-    for name, s, k in rows:
-        print(f"| {name} | {s:.3f} | {k} |" if np.isfinite(s) else f"| {name} | - | - |")
+    print(f"Load average at the end: {os.getloadavg()[0]:.1f} (CPU s is what one idle core would take)")
+    print()
+    print("| stage | wall s / face | CPU s / face | faces |")
+    print("|---|---|---|---|")
+    for name, w, c, k in rows:
+        print(f"| {name} | {w:.3f} | {c:.3f} | {k} |" if np.isfinite(w) else f"| {name} | - | - | - |")
     print(f"\nPeak RSS of the process: {peak_mb:.0f} MB")
 
 
