@@ -216,11 +216,8 @@ def train_deidentify(c: DeidTrainConfig) -> DeidTrainResult:
             opt.step()
             step += 1
             losses = {
-                "loss": float(loss),
-                "id": float(l_id),
-                "l2": float(l_l2),
-                "lpips": float(l_lp),
-                "cos": float(cos.mean()),
+                k: float(v.detach())
+                for k, v in (("loss", loss), ("id", l_id), ("l2", l_l2), ("lpips", l_lp), ("cos", cos.mean()))
             }
             log.write(
                 json.dumps({"step": step, **losses, "seconds": round(time.perf_counter() - t0, 3)}) + "\n"
