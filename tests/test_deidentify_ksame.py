@@ -164,7 +164,7 @@ def test_cli_conventions_json_and_fail_closed(tmp_path: Path) -> None:
 def test_cli_on_fail_for_a_region_without_a_face(tmp_path: Path) -> None:
     img = FACES_ID / "img10.jpg"
     boxes = tmp_path / "b.json"
-    boxes.write_text(json.dumps([[0, 0, 80, 80]]))  # background corner: no landmarks there
+    boxes.write_text(json.dumps([{"box": [0, 0, 80, 80]}]))  # background corner: no landmarks there
     runner = CliRunner()
     r = runner.invoke(
         app,
@@ -177,8 +177,6 @@ def test_cli_on_fail_for_a_region_without_a_face(tmp_path: Path) -> None:
             str(boxes),
             "--model",
             "ksame",
-            "--donors",
-            str(FACES_ID),
             "--json",
             "-q",
         ],
@@ -200,8 +198,6 @@ def test_cli_on_fail_for_a_region_without_a_face(tmp_path: Path) -> None:
             str(boxes),
             "--model",
             "ksame",
-            "--donors",
-            str(FACES_ID),
             "--on-fail",
             "error",
             "-q",

@@ -5,7 +5,8 @@ predictor (iBUG 300-W layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mou
 returns 68 points for any rectangle, so "landmarks found" needs a check: :func:`find_landmarks` first
 looks for the face with dlib's own HOG detector inside the region (the boxes the predictor was
 trained on), and otherwise runs the predictor on the region's box and keeps the points only when
-they have a frontal face's geometry (eyes level and apart, nose between them, mouth below). Profile,
+they have a frontal face's geometry (eyes level and apart, nose between them, mouth below) and the
+HOG detector finds a face in the upright crop they align. Profile,
 heavily occluded and tiny faces therefore come back as None, and the caller decides what to do.
 """
 
@@ -83,13 +84,17 @@ def plausible(points: np.ndarray, box: tuple[float, float, float, float]) -> boo
     return 0.05 <= u <= 0.95 and 0.25 <= v <= 1.6
 
 
+def hog_detector() -> Any:
+    from ..faceid import hog_detector as _hog
+
+    return _hog()
+
+
 def _hog_faces(
     image: np.ndarray, region: tuple[float, float, float, float]
 ) -> list[tuple[float, float, float, float]]:
     """dlib HOG faces whose centre lies in ``region`` (searched on a padded crop around it)."""
     import cv2
-
-    from ..faceid import hog_detector
 
     h, w = image.shape[:2]
     x0, y0, x1, y1 = region
@@ -148,4 +153,13 @@ def find_landmarks(
     hw, hh = (x1 - x0) / 2 / box_scale, (y1 - y0) / 2 / box_scale
     b = (cx - hw, cy - hh, cx + hw, cy + hh)
     pts = predict(image, b)
-    return [FaceLandmarks(pts, b, "box")] if plausible(pts, b) else []
+    if not plausible(pts, b):
+        return []
+    # on a non-face the predictor still returns a face-like shape: keep the points only when dlib's
+    # HOG detector finds a face in the crop they align (upright, eyes level: a much easier view)
+    from ..align import align_face
+
+    crop = align_face(image, pts, 256).crop
+    with _LOCK:
+        confirmed = len(hog_detector()(crop, 0)) > 0
+    return [FaceLandmarks(pts, b, "box")] if confirmed else []
