@@ -98,7 +98,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)  # benchmark setting only; the library never sets it
 
     from privacy_cli.bench.datasets import open_dataset
-    from privacy_cli.bench.runner import BenchConfig, BenchRunner, parse_methods, parse_metrics
+    from privacy_cli.bench.results import BenchConfig
+    from privacy_cli.bench.runner import BenchRunner
+    from privacy_cli.bench.specs import parse_methods, parse_metrics
 
     ds = open_dataset(args.dataset, limit=args.limit or None)
     spec = parse_methods(args.method)

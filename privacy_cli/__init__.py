@@ -13,6 +13,9 @@ Python API (same behaviour as the CLI commands)::
 Heavy modules (torch, detectors, models) load on first use.
 """
 
+import sys as _sys
+import types as _types
+
 from ._version import __version__
 
 __all__ = [
@@ -48,3 +51,19 @@ def __getattr__(name: str):  # lazy public API keeps `import privacy_cli` and `p
 
         return build_model
     raise AttributeError(f"module 'privacy_cli' has no attribute {name!r}")
+
+
+class _PublicModule(_types.ModuleType):
+    """``privacy_cli.detect`` is the API function, although a subpackage has the same name: importing
+    the subpackage sets the package attribute to the module, which would break a second
+    ``pp.detect(img)``. Submodule imports go through ``sys.modules`` and are unaffected."""
+
+    def __getattribute__(self, name: str):
+        if name == "detect":
+            from .api import detect
+
+            return detect
+        return super().__getattribute__(name)
+
+
+_sys.modules[__name__].__class__ = _PublicModule

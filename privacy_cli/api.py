@@ -31,6 +31,19 @@ def as_mask(
     **detect_opts: Any,
 ) -> np.ndarray:
     """(H, W) float32 mask in [0, 1] for ``regions`` (see module docstring) on ``image``."""
+    return _mask_and_regions(image, regions, detect, box_scale, dilate, feather, **detect_opts)[0]
+
+
+def _mask_and_regions(
+    image: LoadedImage,
+    regions: RegionsLike,
+    detect: Sequence[str] = DEFAULT_DETECT,
+    box_scale: float = DEFAULT_BOX_SCALE,
+    dilate: int = 0,
+    feather: float = 0.0,
+    **detect_opts: Any,
+) -> tuple[np.ndarray, Regions | None]:
+    """The mask of :func:`as_mask` and the Regions it was made from (None for a mask array)."""
     w, h = image.size
     if regions is None:
         from .detect import detect as run_detect
@@ -42,7 +55,7 @@ def as_mask(
         m = regions.astype(np.float32)
         if m.max() > 1.0:
             m = m / 255.0 if m.max() <= 255 else (m > 0).astype(np.float32)
-        return np.clip(m, 0.0, 1.0) if dilate == 0 and feather == 0 else _grow(m, dilate, feather)
+        return (np.clip(m, 0.0, 1.0) if dilate == 0 and feather == 0 else _grow(m, dilate, feather)), None
     else:
         items: list[Region] = []
         for r in regions:
@@ -52,7 +65,7 @@ def as_mask(
                 x0, y0, x1, y1 = (float(v) for v in r)
                 items.append(Region("box", (x0, y0, x1, y1)))
         regs = Regions((w, h), items)
-    return regs.to_mask(face_scale=box_scale, text_scale=TEXT_SCALE, dilate=dilate, feather=feather)
+    return regs.to_mask(face_scale=box_scale, text_scale=TEXT_SCALE, dilate=dilate, feather=feather), regs
 
 
 def _grow(mask: np.ndarray, dilate: int, feather: float) -> np.ndarray:
@@ -65,10 +78,11 @@ def _grow(mask: np.ndarray, dilate: int, feather: float) -> np.ndarray:
 
 def _run(method: str, image: Any, regions: RegionsLike, geometry: dict, **opts: Any) -> Any:
     from .methods import get_method
+    from .methods.compose import call_method
 
     loaded = from_array(image)
-    mask = as_mask(loaded, regions, **geometry)
-    out = get_method(method)(loaded.rgb, mask, **opts) if mask.any() else loaded.rgb
+    mask, regs = _mask_and_regions(loaded, regions, **geometry)
+    out = call_method(get_method(method), loaded.rgb, mask, regs, **opts) if mask.any() else loaded.rgb
     if isinstance(out, tuple):
         out = out[0]
     if isinstance(image, Image.Image):

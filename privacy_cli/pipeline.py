@@ -6,7 +6,6 @@ before anything is written, so a failed image never gets an output.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,12 @@ import numpy as np
 
 from .errors import InputError, MethodError, PrivpixError, RegionError
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, load_image, save_image
-from .regions import Region, Regions, load_boxes_json, load_visual_redactions, regions_from_mask
+from .regions import BoxesFile, Region, Regions, load_visual_redactions, regions_from_mask
 
 DEFAULT_DETECT = ("faces", "text")
+#: method options that are lengths in pixels: past the image's longer side they mean "the whole
+#: image", so they are bounded by it per image (cost stays bounded, results are the same)
+PIXEL_OPTIONS = ("block", "radius")
 #: default scale of detected face boxes about their centre (deface uses 1.3)
 DEFAULT_BOX_SCALE = 1.3
 #: detected text boxes are grown a little so glyph edges are covered
@@ -43,15 +45,22 @@ class RegionSpec:
     detect: tuple[str, ...] = ()
     threshold: float | None = None
     text: str = "pii"
+    #: let the text detector keep the recognised strings (only for an explicit --show-text)
+    keep_text: bool = False
     box_scale: float = DEFAULT_BOX_SCALE
     dilate: int = 0
     feather: float = 0.0
     device: str = "cpu"
+    #: an explicit source (mask, mask_dir, boxes, annotations) with nothing for an image is an error
+    #: for that image unless this is set (then the image is written unchanged)
+    allow_empty: bool = False
+    #: the whole image is one region (kind "image"): whole-image commands without a region source
+    whole: bool = False
     _vr_cache: dict | None = field(default=None, repr=False)
     _boxes_cache: Any = field(default=None, repr=False)
 
     def has_source(self) -> bool:
-        return bool(self.mask or self.mask_dir or self.boxes or self.annotations or self.detect)
+        return bool(self.mask or self.mask_dir or self.boxes or self.annotations or self.detect or self.whole)
 
 
 def read_mask(path: Path, size: tuple[int, int], resize: bool = False) -> np.ndarray:
@@ -103,21 +112,21 @@ def find_mask(mask_dir: Path, image: Path, rel: Path | None = None) -> Path:
     raise RegionError(f"{image}: no mask named {image.stem}.* or {image.stem}_mask.* in {mask_dir}")
 
 
-def _boxes_for(spec: RegionSpec, image: Path | None, size: tuple[int, int]) -> list[Region]:
+def boxes_file(spec: RegionSpec) -> BoxesFile:
+    """The parsed ``--boxes`` file of ``spec`` (read and validated once, then cached on the spec)."""
     assert spec.boxes is not None
     if spec._boxes_cache is None:
-        try:
-            spec._boxes_cache = json.loads(Path(spec.boxes).read_text())
-        except (OSError, ValueError) as e:
-            raise RegionError(f"{spec.boxes}: cannot read boxes JSON ({e})") from None
-    data = spec._boxes_cache
-    # a mapping image name/stem -> regions, or one list for every image
-    if isinstance(data, dict) and "regions" not in data and "detections" not in data and image is not None:
-        for key in (image.name, image.stem, str(image)):
-            if key in data:
-                return load_boxes_json(spec.boxes, size, data=data[key])
-        return []
-    return load_boxes_json(spec.boxes, size, data=data)
+        spec._boxes_cache = BoxesFile.load(Path(spec.boxes))
+    return spec._boxes_cache
+
+
+def _nothing(spec: RegionSpec, image: Path | None, what: str) -> None:
+    """An explicit region source had nothing for this image: fail closed unless --allow-empty."""
+    if not spec.allow_empty:
+        raise RegionError(
+            f"{image or '<image>'}: {what}; nothing would be obfuscated "
+            "(use --allow-empty to write an unchanged copy)"
+        )
 
 
 def collect_regions(
@@ -126,35 +135,61 @@ def collect_regions(
     image_path: Path | None = None,
     rel: Path | None = None,
 ) -> Regions:
-    """All regions for one image from the sources in ``spec`` (combined)."""
+    """All regions for one image from the sources in ``spec`` (combined).
+
+    Each explicit source (``mask``, ``mask_dir``, ``boxes``, ``annotations``) must give at least one
+    region for the image, else RegionError (fail closed) unless ``spec.allow_empty``. Detectors may
+    find nothing (a photo without faces is fine).
+    """
     size = loaded.size
     regions = Regions(size)
+    if spec.whole:
+        regions.extend([Region("image", (0.0, 0.0, float(size[0]), float(size[1])))])
     if spec.mask is not None:
-        regions.extend(regions_from_mask(read_mask(spec.mask, size, spec.resize_mask)))
+        found = regions_from_mask(read_mask(spec.mask, size, spec.resize_mask))
+        if not found:
+            _nothing(spec, image_path, f"mask {spec.mask} is empty")
+        regions.extend(found)
     if spec.mask_dir is not None:
         if image_path is None:
             raise RegionError("--mask-dir needs file inputs")
-        regions.extend(
-            regions_from_mask(read_mask(find_mask(spec.mask_dir, image_path, rel), size, spec.resize_mask))
-        )
+        try:
+            mpath: Path | None = find_mask(spec.mask_dir, image_path, rel)
+        except RegionError:
+            if not spec.allow_empty:
+                raise
+            mpath = None
+        if mpath is not None:
+            found = regions_from_mask(read_mask(mpath, size, spec.resize_mask))
+            if not found:
+                _nothing(spec, image_path, f"mask {mpath} is empty")
+            regions.extend(found)
     if spec.boxes is not None:
-        regions.extend(_boxes_for(spec, image_path, size))
+        boxes = boxes_file(spec).for_image(image_path)
+        if boxes is None:
+            _nothing(spec, image_path, f"no entry for this image in --boxes {spec.boxes}")
+        elif not boxes:
+            _nothing(spec, image_path, f"no boxes for this image in --boxes {spec.boxes}")
+        regions.extend(boxes or [])
     if spec.annotations is not None:
         if spec._vr_cache is None:
             spec._vr_cache = load_visual_redactions(spec.annotations, spec.attributes)
         key = image_path.stem if image_path is not None else None
         entry = spec._vr_cache.get(key) if key is not None else None
         if entry is None:
-            raise RegionError(f"{image_path}: no entry for image id {key!r} in {spec.annotations}")
-        if entry["size"] is not None and tuple(entry["size"]) != tuple(size):
+            _nothing(spec, image_path, f"no entry for image id {key!r} in {spec.annotations}")
+            entry = {"size": None, "regions": []}
+        elif entry["size"] is not None and tuple(entry["size"]) != tuple(size):
             raise RegionError(
                 f"{image_path}: annotation size {entry['size'][0]}x{entry['size'][1]} does not match image {size[0]}x{size[1]}"
             )
+        elif not entry["regions"]:
+            _nothing(spec, image_path, f"no selected regions for image id {key!r} in {spec.annotations}")
         regions.extend(entry["regions"])
     if spec.detect:
         from .detect import detect, detector_options
 
-        wanted: dict[str, Any] = {"device": spec.device, "text": spec.text}
+        wanted: dict[str, Any] = {"device": spec.device, "text": spec.text, "keep_text": spec.keep_text}
         if spec.threshold is not None:
             wanted["threshold"] = spec.threshold
         accepted = {o for name in spec.detect for o in detector_options(name)}
@@ -162,6 +197,29 @@ def collect_regions(
         # a detector crash raises DetectorError inside detect(): the file then gets no output
         regions.extend(detect(loaded.rgb, kinds=tuple(spec.detect), **opts).items)
     return regions
+
+
+def region_scale(region: Region, spec: RegionSpec) -> float:
+    """The scale about its centre a region gets in the mask (faces: box_scale, text: TEXT_SCALE)."""
+    if region.kind == "face":
+        return spec.box_scale
+    if region.kind == "text":
+        return TEXT_SCALE
+    return 1.0
+
+
+def regions_json(regions: Regions, spec: RegionSpec, show_text: bool = False) -> list[dict]:
+    """JSON records of ``regions``: ``box`` is the region as found (the detector's or the given box),
+    ``obfuscated_box`` the box of the pixels actually covered (scaled by --box-scale for faces,
+    grown by --dilate and the feather margin, clipped to the image). Recognised text only with
+    ``show_text``."""
+    grow = spec.dilate + (int(np.ceil(2 * spec.feather)) if spec.feather > 0 else 0)
+    out = []
+    for r in regions:
+        d = r.to_json(show_text)
+        d["obfuscated_box"] = [round(v, 2) for v in r.covered_box(region_scale(r, spec), grow, regions.size)]
+        out.append(d)
+    return out
 
 
 def regions_mask(regions: Regions, spec: RegionSpec) -> np.ndarray:
@@ -214,47 +272,79 @@ def process_file(
     keep_metadata: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
+    show_text: bool = False,
 ) -> Result:
-    """Run one method on one file. Raises a PrivpixError on failure (nothing is written then)."""
+    """Run one method on one file. Raises a PrivpixError on failure (nothing is written then).
+
+    ``show_text`` puts the recognised text of text regions into the result's records (default: left
+    out, so logged JSON never holds the personal data removed).
+    """
     t0 = time.perf_counter()
     if output_path.exists() and not overwrite:
         return Result(
             str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"}
         )
     loaded = load_image(input_path, max_pixels=max_pixels)
-    regions = collect_regions(loaded, spec, input_path, rel)
-    mask = regions_mask(regions, spec)
-    extra: dict[str, Any] = {"regions": regions.to_json()}
+    frames = [loaded, *loaded.frames]  # every frame of an animation / page of a TIFF
     from .methods import get_method
+    from .methods.compose import call_method
 
     apply_fn = get_method(method)
-    if mask.any():
-        try:
-            out = apply_fn(loaded.rgb, mask, **method_opts)
-        except PrivpixError:
-            raise
-        except Exception as e:
-            raise MethodError(f"{input_path}: {method} failed ({type(e).__name__}: {e})") from e
-        if isinstance(out, tuple):  # (image, info) from methods that report what they did
-            out, info = out
-            extra.update(info)
-        if out.shape != loaded.rgb.shape or out.dtype != np.uint8:
-            raise MethodError(f"{input_path}: {method} returned {out.shape} {out.dtype}")
-    else:
-        out = loaded.rgb
+    extra: dict[str, Any] = {"regions": []}
+    outs: list[tuple[np.ndarray, LoadedImage, np.ndarray]] = []
+    n_found = n_obfuscated = 0
+    for i, frame in enumerate(frames):
+        regions = collect_regions(frame, spec, input_path, rel)
+        mask = regions_mask(regions, spec)
+        records = regions_json(regions, spec, show_text)
+        if len(frames) > 1:
+            for r in records:
+                r["frame"] = i
+        extra["regions"].extend(records)
+        out = frame.rgb
+        if mask.any():
+            side = max(frame.size)
+            opts = {
+                k: min(v, side) if k in PIXEL_OPTIONS and v is not None else v for k, v in method_opts.items()
+            }
+            try:
+                out = call_method(apply_fn, frame.rgb, mask, regions, **opts)
+            except PrivpixError:
+                raise
+            except Exception as e:
+                raise MethodError(f"{input_path}: {method} failed ({type(e).__name__}: {e})") from e
+            if isinstance(out, tuple):  # (image, info) from methods that report what they did
+                out, info = out
+                extra.update(info)
+            if out.shape != frame.rgb.shape or out.dtype != np.uint8:
+                raise MethodError(f"{input_path}: {method} returned {out.shape} {out.dtype}")
+            n_obfuscated += len(regions)
+        n_found += len(regions)
+        outs.append((out, frame, mask > 0))
+    if len(frames) > 1:
+        extra["frames"] = len(frames)
+    notes: list[str] = []
     try:
         save_image(
-            out, output_path, like=loaded, quality=quality, keep_metadata=keep_metadata, changed=mask > 0
+            outs[0][0],
+            output_path,
+            like=loaded,
+            quality=quality,
+            keep_metadata=keep_metadata,
+            changed=outs[0][2],
+            frames=outs[1:],
+            notes=notes,
         )
     except OSError as e:
         raise InputError(f"{output_path}: cannot write output ({e.strerror or e})") from None
-    n = len(regions)
+    if notes:
+        extra["notes"] = notes
     return Result(
         str(input_path),
         str(output_path),
         "ok",
-        n,
-        n if mask.any() else 0,
+        n_found,
+        n_obfuscated,
         time.perf_counter() - t0,
         extra=extra,
     )

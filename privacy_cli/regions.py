@@ -46,14 +46,44 @@ class Region:
     def height(self) -> float:
         return max(0.0, self.box[3] - self.box[1])
 
-    def to_json(self) -> dict:
+    @property
+    def personal_text(self) -> bool:
+        """True when ``label`` is text read from the image (OCR), i.e. the personal data itself."""
+        return self.kind == "text" or self.category is not None
+
+    def to_json(self, show_text: bool = False) -> dict:
+        """A JSON-ready dict. ``box`` is the region as found (detector/given box). The recognised text
+        (``label`` of text regions) is left out unless ``show_text``: logs must not hold the data removed."""
         d = asdict(self)
         d.pop("raster")
         d["box"] = [round(float(v), 2) for v in self.box]
         if self.polygon is not None:
             d["polygon"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.polygon]
         d["score"] = round(float(self.score), 4)
+        if self.personal_text and not show_text:
+            d.pop("label")
         return d
+
+    def covered_box(
+        self, scale: float, grow: float, size: tuple[int, int]
+    ) -> tuple[float, float, float, float]:
+        """The box of the pixels obfuscated for this region: scaled by ``scale`` about its centre (or
+        its polygon's centroid), grown by ``grow`` pixels on every side, clipped to ``size`` (w, h)."""
+        if self.raster is not None:
+            x0, y0, x1, y1 = self.box
+        elif self.polygon is not None and len(self.polygon) >= 3:
+            pts = np.asarray(self.polygon, np.float64)
+            c = pts.mean(axis=0)
+            x0, y0, x1, y1 = polygon_box([tuple(p) for p in c + (pts - c) * scale])
+        else:
+            x0, y0, x1, y1 = scale_box(self.box, scale)
+        w, h = size
+        return (
+            float(max(0.0, x0 - grow)),
+            float(max(0.0, y0 - grow)),
+            float(min(w, x1 + grow)),
+            float(min(h, y1 + grow)),
+        )
 
 
 @dataclass
@@ -80,8 +110,9 @@ class Regions:
         ks = set(kinds)
         return Regions(self.size, [r for r in self.items if r.kind in ks])
 
-    def to_json(self) -> list[dict]:
-        return [r.to_json() for r in self.items]
+    def to_json(self, show_text: bool = False) -> list[dict]:
+        """Every region as JSON (recognised text only with ``show_text``, see :meth:`Region.to_json`)."""
+        return [r.to_json(show_text) for r in self.items]
 
     def to_mask(
         self,
@@ -132,18 +163,46 @@ class Regions:
                     xi1, yi1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
                     if xi1 > xi0 and yi1 > yi0:
                         hard[yi0:yi1, xi0:xi1] = 1
-        if dilate > 0:
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-            hard = cv2.dilate(hard, k)
+        # geometry past the image's size means "everything": bounded by it, so cost stays bounded
+        dilate = int(min(dilate, w + h))
+        feather = float(min(feather, max(w, h)))
+        hard = grow_mask(hard, dilate)
         mask = hard.astype(np.float32)
         if feather > 0:
             # grow first so the feathered edge lies outside the region: the region itself stays at 1
-            grow = int(np.ceil(2 * feather))
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-            grown = cv2.dilate(hard, k).astype(np.float32)
-            soft = cv2.GaussianBlur(grown, (0, 0), feather)
+            grown = grow_mask(hard, int(np.ceil(2 * feather))).astype(np.float32)
+            soft = _gaussian(grown, feather)
             mask = np.maximum(mask, np.clip(soft * 2.0, 0, 1) * (grown > 0))
-        return np.clip(mask, 0.0, 1.0)
+        return np.clip(mask, 0.0, 1.0, out=mask)  # in place: no second full-size float copy
+
+
+def grow_mask(hard: np.ndarray, radius: int) -> np.ndarray:
+    """Grow a (H, W) uint8 {0,1} mask by ``radius`` pixels (a disc): a structuring element for small
+    radii, a Euclidean distance transform (cost independent of the radius) for large ones."""
+    import cv2
+
+    if radius <= 0:
+        return hard
+    if radius <= 32:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(hard, k)
+    if not hard.any():
+        return hard
+    dist = cv2.distanceTransform((hard == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (dist <= radius).astype(np.uint8)
+
+
+def _gaussian(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a (H, W) float32 mask; large sigmas run on a downscaled copy (same result
+    within interpolation error, cost independent of sigma)."""
+    import cv2
+
+    if sigma <= 16:
+        return cv2.GaussianBlur(mask, (0, 0), sigma)
+    f = 16.0 / sigma
+    h, w = mask.shape
+    small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), 16.0), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def scale_box(box: tuple[float, float, float, float], scale: float) -> tuple[float, float, float, float]:
@@ -174,49 +233,108 @@ def regions_from_mask(mask: np.ndarray, kind: str = "mask") -> list[Region]:
     return out
 
 
-def load_boxes_json(path: Path, size: tuple[int, int], data: object = None) -> list[Region]:
-    """Read boxes/polygons from JSON.
+BOXES_FORMATS = (
+    "a list of boxes [[x0,y0,x1,y1], ...] (pixels, x1/y1 exclusive) or of objects "
+    '{"box": [x0,y0,x1,y1]} / {"polygon": [[x,y], ...]} (optional "kind", "score"), used for every '
+    'image; or {"<image name, stem or path>": that list, ...} per image (what `privpix detect -o` writes)'
+)
 
-    Accepted: a list (or ``{"regions": [...]}``) of objects with ``box: [x0,y0,x1,y1]`` or
-    ``polygon: [[x,y],...]`` (or flat ``[x1,y1,x2,y2,...]``), optional ``kind``/``score``/``label``;
-    also the output of ``privpix detect --json`` for one image. ``data`` is the already-parsed
-    JSON (``path`` is then only used in messages). Boxes are clipped to ``size`` (w, h).
+
+def _finite(values: Iterable[object], what: str) -> list[float]:
+    out = [float(v) for v in values]  # type: ignore[arg-type]
+    if not all(np.isfinite(out)):
+        raise ValueError(f"{what} has a non-finite value (NaN or inf)")
+    return out
+
+
+def parse_regions(data: object, where: str) -> list[Region]:
+    """Regions from parsed JSON (see :data:`BOXES_FORMATS`): a list of ``[x0,y0,x1,y1]`` boxes or of
+    objects with ``box`` / ``polygon`` (flat ``[x1,y1,x2,y2,...]`` too), optional ``kind`` / ``score`` /
+    ``label``; or ``{"regions": [...]}`` (``"detections"``). Raises RegionError naming ``where`` and
+    the region's index for anything malformed (non-finite numbers, empty boxes, short polygons)."""
+    if isinstance(data, dict):
+        data = data.get("regions", data.get("detections"))
+    if not isinstance(data, list):
+        raise RegionError(f"{where}: expected a list of boxes or regions")
+    out = []
+    for i, obj in enumerate(data):
+        try:
+            if isinstance(obj, (list, tuple)):
+                obj = {"box": obj}
+            if not isinstance(obj, dict):
+                raise ValueError("expected [x0,y0,x1,y1] or an object with 'box' or 'polygon'")
+            kind = str(obj.get("kind", "box"))
+            score = _finite([obj.get("score", 1.0)], "score")[0]
+            poly = obj.get("polygon")
+            if poly:
+                if isinstance(poly[0], (int, float)):
+                    poly = list(zip(poly[0::2], poly[1::2], strict=False))
+                pts = [tuple(_finite(p, "polygon")) for p in poly]
+                if len(pts) < 3 or any(len(p) != 2 for p in pts):
+                    raise ValueError("polygon needs at least 3 [x, y] points")
+                out.append(Region(kind, polygon_box(pts), pts, score, obj.get("label")))  # type: ignore[arg-type]
+            elif "box" in obj:
+                box = _finite(obj["box"], "box")
+                if len(box) != 4:
+                    raise ValueError("box needs 4 numbers [x0, y0, x1, y1]")
+                x0, y0, x1, y1 = box
+                if x1 <= x0 or y1 <= y0:
+                    raise ValueError("box must have x1 > x0 and y1 > y0")
+                out.append(Region(kind, (x0, y0, x1, y1), None, score, obj.get("label")))
+            else:
+                raise ValueError("needs 'box' or 'polygon'")
+        except (TypeError, ValueError, IndexError) as e:
+            raise RegionError(f"{where}: region {i}: {e}") from None
+    return out
+
+
+@dataclass
+class BoxesFile:
+    """A ``--boxes`` file, parsed and validated once (see :data:`BOXES_FORMATS`).
+
+    ``shared`` holds the regions for every image (a plain list), ``per_image`` the regions by key
+    (image name, stem or path) for a mapping.
     """
+
+    path: Path
+    shared: list[Region] | None = None
+    per_image: dict[str, list[Region]] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> BoxesFile:
+        """Read and validate the whole file; RegionError (one line) for anything malformed."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise RegionError(f"{path}: cannot read boxes JSON ({e})") from None
+        if isinstance(data, list) or (isinstance(data, dict) and ("regions" in data or "detections" in data)):
+            return cls(Path(path), shared=parse_regions(data, str(path)))
+        if not isinstance(data, dict):
+            raise RegionError(f"{path}: expected a list of boxes or {{image name: boxes}}")
+        return cls(Path(path), per_image={str(k): parse_regions(v, f"{path}: {k}") for k, v in data.items()})
+
+    def for_image(self, image: Path | None) -> list[Region] | None:
+        """The regions for ``image`` (a fresh list), or None when a per-image file has no entry for it."""
+        if self.shared is not None:
+            return list(self.shared)
+        assert self.per_image is not None
+        if image is None:
+            return None
+        for key in (image.name, image.stem, str(image)):
+            if key in self.per_image:
+                return list(self.per_image[key])
+        return None
+
+
+def load_boxes_json(path: Path, size: tuple[int, int] | None = None, data: object = None) -> list[Region]:
+    """Regions from a boxes JSON file holding one list (see :func:`parse_regions`); ``data`` is the
+    already-parsed JSON (``path`` is then only used in messages). ``size`` is unused (kept for callers)."""
     if data is None:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise RegionError(f"{path}: cannot read boxes JSON ({e})") from None
-    if isinstance(data, dict):
-        data = data.get("regions", data.get("detections", []))
-    if not isinstance(data, list):
-        raise RegionError(f"{path}: expected a list of regions")
-    out = []
-    for i, obj in enumerate(data):
-        if not isinstance(obj, dict):
-            raise RegionError(f"{path}: region {i} is not an object")
-        kind = str(obj.get("kind", "box"))
-        poly = obj.get("polygon")
-        try:
-            if poly:
-                if isinstance(poly[0], (int, float)):
-                    poly = list(zip(poly[0::2], poly[1::2], strict=False))
-                pts = [(float(x), float(y)) for x, y in poly]
-                out.append(
-                    Region(kind, polygon_box(pts), pts, float(obj.get("score", 1.0)), obj.get("label"))
-                )
-            elif "box" in obj:
-                x0, y0, x1, y1 = (float(v) for v in obj["box"])
-                if x1 <= x0 or y1 <= y0:
-                    raise ValueError("box must have x1 > x0 and y1 > y0")
-                out.append(
-                    Region(kind, (x0, y0, x1, y1), None, float(obj.get("score", 1.0)), obj.get("label"))
-                )
-            else:
-                raise ValueError("needs 'box' or 'polygon'")
-        except (TypeError, ValueError) as e:
-            raise RegionError(f"{path}: region {i}: {e}") from None
-    return out
+    return parse_regions(data, str(path))
 
 
 def load_visual_redactions(path: Path, attributes: Iterable[str] | None = None) -> dict[str, dict]:

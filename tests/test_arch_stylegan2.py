@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import assert_matches_reference, load_ref
+from reference import assert_close_scaled, assert_matches_reference, load_ref
 
 from privacy_cli.errors import UsageError, WeightsError
 from privacy_cli.models import registry
@@ -155,21 +155,18 @@ def test_detfill_unit_submodules(det_run: dict, unit: str, module_path: str, kin
     else:
         skip = a.get(f"unit_{unit}_skip")
         out = mod(x, s, None if skip is None else _t(skip))
-    want = a[f"unit_{unit}_out"]
-    assert out.shape == want.shape
-    tol = 1e-5 * max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=tol)
+    assert_close_scaled(out, a[f"unit_{unit}_out"], f"unit {unit}")
 
 
 @torch.no_grad()
 def test_detfill_unit_mapping(det_run: dict) -> None:
     a = load_ref(DET)["arrays"]
     style = det_run["model"].style
-    np.testing.assert_allclose(
-        style[1](style[0](_t(a["unit_mapping_z"]))).numpy(), a["unit_mapping_layer1_out"], rtol=0, atol=1e-6
+    assert_close_scaled(
+        style[1](style[0](_t(a["unit_mapping_z"]))), a["unit_mapping_layer1_out"], "layer1", 1e-6
     )
-    np.testing.assert_allclose(
-        style[8](_t(a["unit_mapping_layer8_in"])).numpy(), a["unit_mapping_layer8_out"], rtol=0, atol=1e-6
+    assert_close_scaled(
+        style[8](_t(a["unit_mapping_layer8_in"])), a["unit_mapping_layer8_out"], "layer8", 1e-6
     )
 
 
@@ -179,7 +176,7 @@ def test_strongfill_second_latent_and_detfill_true_kernels(strong_run: dict, det
     """Two more 1024 forwards: the second strong-fill latent, and detfill with the constructor FIR kernels."""
     a = load_ref(STRONG)["arrays"]
     img, _ = strong_run["model"]([_t(a["latent2"])], input_is_latent=True, randomize_noise=False)
-    np.testing.assert_allclose(F.avg_pool2d(img, 32).numpy(), a["out2_pool32"], rtol=0, atol=1e-4)
+    assert_close_scaled(F.avg_pool2d(img, 32), a["out2_pool32"], "out2_pool32", atol=1e-4)
 
     ref = load_ref(DET)["arrays"]
     g = det_run["model"]
@@ -192,7 +189,7 @@ def test_strongfill_second_latent_and_detfill_true_kernels(strong_run: dict, det
         g.load_state_dict(filled, strict=False)
     outs = {**_image_outputs(img, "truekernel_out"), **_stats(img, "truekernel_out")}
     for k, v in outs.items():
-        np.testing.assert_allclose(v.numpy(), ref[k], rtol=0, atol=5e-6, err_msg=k)
+        assert_close_scaled(v, ref[k], k, atol=5e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -46,6 +46,13 @@ def _metric(doc: dict, label: str, name: str) -> dict:
     return m["metrics"][name]
 
 
+def test_bad_method_option_is_a_usage_error_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"not even an image")
+    r = runner.invoke(app, ["bench", str(tmp_path), "--methods", "blur:radius=abc"])
+    assert r.exit_code == 2, r.output
+    assert "blur:radius must be float" in r.output and "dlib" not in r.output
+
+
 def test_help_lists_the_options() -> None:
     r = runner.invoke(app, ["bench", "--help"])
     assert r.exit_code == 0

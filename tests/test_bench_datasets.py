@@ -19,7 +19,7 @@ from privacy_cli.bench.datasets import (
     parse_attributes,
     vr_regions,
 )
-from privacy_cli.bench.runner import MethodSpec, parse_methods, parse_metrics
+from privacy_cli.bench.specs import MethodSpec, parse_methods, parse_metrics
 from privacy_cli.errors import InputError, UsageError
 
 FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"
@@ -262,6 +262,13 @@ def test_parse_methods_options_and_sweeps() -> None:
         parse_methods("smudge")
     with pytest.raises(UsageError, match="name=value"):
         parse_methods("blur:8")
+    # option values are checked against the method's type hints before any image is processed
+    with pytest.raises(UsageError, match="blur:radius must be float, got 'abc'"):
+        parse_methods("blur:radius=abc")
+    with pytest.raises(UsageError, match="pixelate:block must be int"):
+        parse_methods("pixelate:block=2.5")
+    with pytest.raises(UsageError, match="radius must be float"):
+        parse_methods("blur:radius=2/inf")
 
 
 def test_parse_metrics_and_targets() -> None:

@@ -145,6 +145,16 @@ def test_control_refuses_to_grade_unrecognisable_originals():
     assert not none.passed and none.n == 0
 
 
+def test_control_refuses_a_gallery_too_small_to_grade():
+    emb, ids = _clusters()
+    # two photos of two people (what `bench -n 2`-style runs give): chance is 100%, nothing to grade
+    pick = [0, 1, 3, 4]  # id0, id0, id1, id1
+    two = P.reid_control(emb[pick], [ids[i] for i in pick])
+    assert not two.passed and "too small" in two.reason
+    assert isinstance(P.reidentification_rate(emb[pick], emb[pick], [ids[i] for i in pick]), MetricUnavailable)
+    assert P.reid_control(emb, ids).passed  # the full gallery (4 identities) is graded
+
+
 def test_similarity_transform_recovers_a_known_similarity():
     rng = np.random.default_rng(2)
     src = rng.uniform(0, 100, size=(5, 2))

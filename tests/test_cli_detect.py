@@ -60,15 +60,34 @@ def test_detect_writes_json_masks_and_preview(scene: Path, tmp_path: Path) -> No
     face = next(g for g in rec["regions"] if g["kind"] == "face")
     x0, y0, x1, y1 = face["box"]
     assert 150 < (x0 + x1) / 2 < 300 and 60 < (y0 + y1) / 2 < 220 and face["score"] > 0.9
+    # the detector's box and the area the image commands cover (--box-scale 1.3 about the centre)
+    ox0, oy0, ox1, oy1 = face["obfuscated_box"]
+    assert ox1 - ox0 == pytest.approx(min(1.3 * (x1 - x0), 512), rel=0.02)
+    assert (ox0 + ox1) / 2 == pytest.approx((x0 + x1) / 2, abs=1) or ox0 == 0 or ox1 == 512
     texts = [g for g in rec["regions"] if g["kind"] == "text"]
     email = [g for g in texts if g["category"] == "email"]
-    assert email and "example.com" in email[0]["label"] and len(email[0]["polygon"]) == 4
-    assert any("Spaceflight" in (g["label"] or "") and g["category"] is None for g in texts)
+    assert email and len(email[0]["polygon"]) == 4
+    assert any(g["category"] is None for g in texts)  # the plain word: found, not personal
+    # the personal text itself is never in the JSON without --show-text
+    assert all(g.get("label") is None for g in texts)
+    assert "example.com" not in r.stdout and "Spaceflight" not in r.stdout
     saved = json.loads(out_json.read_text())
     assert list(saved) == [str(scene)] and saved[str(scene)] == rec["regions"]
-    mask = np.asarray(Image.open(tmp_path / "masks" / "scene_mask.png").convert("L"))
+    assert "example.com" not in out_json.read_text()
+    with Image.open(tmp_path / "masks" / "scene_mask.png") as m:
+        assert m.mode == "L"  # single-channel masks
+        mask = np.asarray(m)
     assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 255 and mask[5, 5] == 0
     assert (tmp_path / "prev" / "scene_preview.jpg").exists()
+
+
+def test_show_text_reveals_recognised_text(scene: Path) -> None:
+    r = runner.invoke(app, ["detect", str(scene), "--detect", "text", "--json", "--show-text"])
+    assert r.exit_code == 0, r.output
+    texts = _records(r.stdout)[0]["regions"]
+    email = [g for g in texts if g["category"] == "email"]
+    assert email and "example.com" in email[0]["label"]
+    assert any("Spaceflight" in (g.get("label") or "") and g["category"] is None for g in texts)
 
 
 def test_blur_default_detection_covers_face_and_pii_only(scene: Path, tmp_path: Path) -> None:
@@ -77,6 +96,7 @@ def test_blur_default_detection_covers_face_and_pii_only(scene: Path, tmp_path: 
     (rec,) = _records(r.stdout)
     cats = sorted(g["category"] or g["kind"] for g in rec["regions"])
     assert cats == ["email", "face"]  # --text pii by default: the plain word is kept
+    assert "example.com" not in r.stdout  # no personal text in the records
     out = np.asarray(Image.open(tmp_path / "o.png"))
     green = (out == (0, 255, 0)).all(axis=2)
     assert green[440:470, 30:300].mean() > 0.8  # the e-mail is gone

@@ -239,3 +239,270 @@ def test_detector_crash_fails_closed_naming_the_file(tmp_path: Path) -> None:
     (rec,) = _records(r.stdout)
     assert rec["status"] == "error" and rec["error"].startswith(str(src)) and "model exploded" in rec["error"]
     assert not (tmp_path / "a_blur.png").exists()
+
+
+def test_explicit_source_with_nothing_for_an_image_fails_closed(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "in" / "a.png"), _img(tmp_path / "in" / "b.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"a.png": [[5, 5, 30, 30]]}))
+    r = runner.invoke(app, ["blur", str(a), str(b), "--boxes", str(boxes), "--json"])
+    assert r.exit_code == 1
+    recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
+    assert recs["a.png"]["status"] == "ok"
+    assert recs["b.png"]["status"] == "error" and "--allow-empty" in recs["b.png"]["error"]
+    assert not (tmp_path / "in" / "b_blur.png").exists()
+    # an empty list, an empty mask and a mask-dir without the image's mask: the same
+    boxes.write_text("[]")
+    r = runner.invoke(app, ["blur", str(b), "--boxes", str(boxes)])
+    assert r.exit_code == 1 and not (tmp_path / "in" / "b_blur.png").exists()
+    empty = _mask(tmp_path / "empty.png", box=(0, 0, 0, 0))
+    r = runner.invoke(app, ["blur", str(b), "--mask", str(empty)])
+    assert r.exit_code == 1 and "empty" in r.output and not (tmp_path / "in" / "b_blur.png").exists()
+    # --allow-empty: an unchanged copy, on purpose
+    r = runner.invoke(app, ["blur", str(b), "--boxes", str(boxes), "--allow-empty", "--json"])
+    assert r.exit_code == 0 and _records(r.stdout)[0]["regions_obfuscated"] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "in" / "b_blur.png")), np.asarray(Image.open(b)))
+
+
+def test_boxes_plain_list_and_formats_documented(tmp_path: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([[10, 10, 40, 30], [50, 35, 70, 55]]))
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--fill", "white", "--json"])
+    assert r.exit_code == 0, r.output
+    assert _records(r.stdout)[0]["regions_found"] == 2
+    out = np.asarray(Image.open(tmp_path / "a_mask.png"))
+    assert (out[10:30, 10:40] == 255).all() and (out[35:55, 50:70] == 255).all()
+    # the same per image, by name
+    boxes.write_text(json.dumps({"a.png": [[10, 10, 40, 30]]}))
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--overwrite", "--json"])
+    assert r.exit_code == 0 and _records(r.stdout)[0]["regions_found"] == 1
+    h = runner.invoke(app, ["blur", "--help"], terminal_width=200).stdout
+    assert "[[x0,y0,x1,y1]" in h and "--allow-empty" in h and "--show-text" in h
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['[[1, 2, "nan", 4]]', "[[0, 0, 10]]", '[{"box": [0, 0, 1e400, 5]}]', '{"a.png": [[5, 5, 1, 1]]}', "7"],
+)
+def test_bad_boxes_file_is_a_usage_error_before_any_work(tmp_path: Path, content: str) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(content)
+    r = runner.invoke(app, ["blur", str(src), "--boxes", str(boxes)])
+    assert r.exit_code == 2 and "boxes.json" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "a_blur.png").exists()
+
+
+def test_same_name_inputs_never_overwrite_each_other(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "a" / "x.png"), _img(tmp_path / "b" / "x.png", 90, 70)
+    boxes = _boxes(tmp_path)
+    for extra in ([], ["--overwrite"]):
+        r = runner.invoke(
+            app,
+            ["blur", str(a), str(b), "-o", str(tmp_path / "out"), "--boxes", str(boxes), "--json", *extra],
+        )
+        assert r.exit_code == 0, r.output
+        recs = _records(r.stdout)
+        assert [x["status"] for x in recs] == ["ok", "ok"] or extra == [] and recs[0]["status"] == "skipped"
+        outs = [Path(x["output"]) for x in recs]
+        assert len(set(outs)) == 2
+    with (
+        Image.open(tmp_path / "out" / "x.png") as i1,
+        Image.open(tmp_path / "out" / "x-2.png") as i2,
+    ):
+        assert i1.size == (80, 60) and i2.size == (90, 70)
+
+
+def test_animated_gif_every_frame_obfuscated(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((60, 80, 3), v, np.uint8)) for v in (40, 200)]
+    src = tmp_path / "anim.gif"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[10, 10, 40, 30]]")
+    r = runner.invoke(app, ["mask", str(src), "--boxes", str(boxes), "--fill", "white", "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = _records(r.stdout)
+    assert (
+        rec["frames"] == 2
+        and rec["regions_obfuscated"] == 2
+        and [g["frame"] for g in rec["regions"]] == [0, 1]
+    )
+    with Image.open(tmp_path / "anim_mask.gif") as im:
+        assert im.n_frames == 2
+        for i in range(2):
+            im.seek(i)
+            arr = np.asarray(im.convert("RGB"))
+            assert (arr[10:30, 10:40] == 255).all() and (arr[40:, 50:] != 255).all()
+
+
+def test_folder_scan_lists_what_it_skips(tmp_path: Path) -> None:
+    _img(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    r = runner.invoke(app, ["blur", str(tmp_path / "in"), "--boxes", str(_boxes(tmp_path)), "--json"])
+    assert r.exit_code == 0
+    recs = {Path(x["input"]).name: x for x in _records(r.stdout)}
+    assert recs["notes.txt"]["status"] == "skipped" and recs["notes.txt"]["reason"] == "not an image"
+    assert "1 written, 1 skipped, 0 failed" in r.stderr
+
+
+def test_unreadable_subfolder_is_an_error(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root reads every folder: run without the capabilities that allow it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    _img(tmp_path / "in" / "ok.png")
+    _img(tmp_path / "in" / "locked" / "hidden.png")
+    (tmp_path / "in" / "locked").chmod(0)
+    try:
+        main = "import sys; from privacy_cli.cli.app import main; sys.argv[0] = 'privpix'; main()"
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-c",
+            main,
+            "blur",
+            str(tmp_path / "in"),
+            "--boxes",
+            str(_boxes(tmp_path)),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 1, p.stderr
+        errs = [x for x in p.stderr.splitlines() if "error" in x]
+        assert len(errs) == 1 and "locked" in errs[0] and "cannot read folder" in errs[0]
+        assert (tmp_path / "in" / "ok_blur.png").exists()
+    finally:
+        (tmp_path / "in" / "locked").chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["blur", "--radius", "inf"],
+        ["blur", "--feather", "nan"],
+        ["blur", "--box-scale", "inf"],
+        ["mask", "--fill", "purple"],
+        ["erase", "--context", "inf", "--model", "telea"],
+    ],
+)
+def test_absurd_values_are_usage_errors_before_any_work(tmp_path: Path, args: list[str]) -> None:
+    # the input does not exist: checked per file this would be exit 1, up front it is exit 2
+    r = runner.invoke(app, [*args, str(tmp_path / "ghost.png"), "--detect", "none", "--allow-empty"])
+    assert r.exit_code == 2, r.output
+    assert "ghost.png" not in r.output
+
+
+@pytest.mark.parametrize(
+    "args", [["blur", "--dilate", "100000"], ["blur", "--feather", "1e9"], ["pixelate", "--block", "100000"]]
+)
+def test_huge_geometry_is_bounded_by_the_image(tmp_path: Path, args: list[str]) -> None:
+    src = _img(tmp_path / "a.png")
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[30, 20, 40, 30]]")
+    r = runner.invoke(app, [*args, str(src), "--boxes", str(boxes), "--json"])
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(tmp_path / f"a_{args[0]}.png")).astype(int)
+    a = np.asarray(Image.open(src)).astype(int)
+    if args[1] != "--block":  # grown past the image: every pixel obfuscated
+        assert (np.abs(out - a).sum(axis=2) > 0).mean() > 0.9
+    else:  # one cell covers the region: a single colour
+        assert len(np.unique(out[20:30, 30:40].reshape(-1, 3), axis=0)) == 1
+
+
+def test_python_warnings_go_through_the_output(tmp_path: Path) -> None:
+    import warnings
+
+    # EXIF claiming more entries than it holds: Pillow warns while reading it
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x0f\x01\x02\x00\x40\x00\x00\x00\xff\xff\xff\xff"
+    src = tmp_path / "w.jpg"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(src, exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path))])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines and all(x.startswith("warning: UserWarning") for x in lines), r.stderr
+    assert "TiffImagePlugin" not in r.stderr and "warnings.warn" not in r.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["blur", str(src), "--boxes", str(_boxes(tmp_path)), "--overwrite", "-q"])
+    assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_missing_weights_resolved_once_per_run(tmp_path: Path, wenv) -> None:  # noqa: ANN001
+    for name in ("a", "b", "c"):
+        _img(tmp_path / "in" / f"{name}.png")
+    boxes = tmp_path / "b.json"
+    boxes.write_text("[[10, 10, 40, 30]]")
+    # weights missing, downloads failing (the wenv fixture's stand-in for an unusable network)
+    r = runner.invoke(
+        app, ["erase", str(tmp_path / "in"), "--model", "migan", "--boxes", str(boxes), "--json"]
+    )
+    assert r.exit_code == 1
+    errors = [x["error"].split(": ", 1)[1] for x in _records(r.stdout)]  # without the file name
+    assert len(errors) == 3 and len(set(errors)) == 1 and "privpix weights import migan" in errors[0]
+    assert r.stderr.count("downloading migan") == 1  # one attempt for the whole run
+    assert not list((tmp_path / "in").glob("*_erase.png"))
+
+
+def test_interrupt_says_how_many_were_written_and_how_to_resume(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import typer
+
+    from privacy_cli.cli.batch import run_jobs
+    from privacy_cli.cli.output import Output
+    from privacy_cli.io import plan_outputs
+    from privacy_cli.pipeline import Result
+
+    for name in ("a", "b", "c"):
+        _img(tmp_path / f"{name}.png")
+    jobs = plan_outputs([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"], "blur")
+
+    def one(job):  # noqa: ANN001, ANN202
+        if job.input.name == "b.png":
+            raise KeyboardInterrupt  # Ctrl-C while the second image is processed
+        return Result(str(job.input), str(job.output), "ok")
+
+    with pytest.raises(typer.Exit) as e:
+        run_jobs(jobs, one, Output(), "blur")
+    assert e.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 3 written" in err and "run the same command again to resume" in err
+
+
+def test_console_usage_errors_are_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    main = "import sys; from privacy_cli.cli.app import main; sys.argv[0] = 'privpix'; main()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args in (["blur", "--box-scale", "1000"], ["mask", "--fill", "purple"], ["blur", "--radius", "inf"]):
+        p = subprocess.run(
+            [sys.executable, "-c", main, *args, str(tmp_path / "x.png")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+        assert args[1] in lines[0]
+
+
+def test_help_shows_no_type_placeholders_for_flags_or_swallowed_brackets() -> None:
+    def helptext(*args: str) -> str:
+        return runner.invoke(app, [*args, "--help"], env={"COLUMNS": "250"}).stdout
+
+    h = helptext("blur")
+    assert "<bool>" not in h and "<list[str]>" not in h and "INPUT" in h
+    d = helptext("detect")
+    assert "{image: [regions]}" in d and "<bool>" not in d
+    assert "[default: every present checkpoint]" in helptext("weights", "verify")

@@ -37,7 +37,7 @@ def _render(lines: list[str], size=(1100, 520), scale=2.0, thick=4, origin=(40, 
 
 @pytest.fixture(scope="module")
 def ocr():
-    det = get_detector("text", threads=1)
+    det = get_detector("text", threads=1, keep_text=True)
     assert (
         det.threads == 1
         and det._engine.text_det.infer.session.get_session_options().intra_op_num_threads == 1
@@ -78,7 +78,7 @@ def test_rendered_strings_are_recognised_and_classified(found, rendered):
 
 
 def test_pii_mode_keeps_only_pii(rendered):
-    regions = detect(rendered[0], "text", text="pii")
+    regions = detect(rendered[0], "text", text="pii", keep_text=True)
     labels = {_norm(r.label) for r in regions}
     assert labels == {_norm(s) for s, c in LINES if c is not None}
     assert all(r.category is not None for r in regions)
@@ -116,3 +116,27 @@ def test_bad_options():
         get_detector("text", text="everything")
     with pytest.raises(UsageError):
         get_detector("text", min_score=2)
+
+
+def test_recognised_text_stays_out_of_regions_by_default(rendered):
+    """Regions go into --json records: without keep_text they carry the category, never the text."""
+    regions = detect(rendered[0], "text", text="pii", threads=1)
+    assert {r.category for r in regions} == {c for _s, c in LINES if c is not None}
+    assert all(r.label is None for r in regions)
+    dumped = str(regions.to_json())
+    assert not any(_norm(s) in _norm(dumped) or s.split()[-1] in dumped for s, _c in LINES)
+
+
+def test_pii_recall_and_false_positives_on_generated_photos(ocr):
+    """Personal strings of every kind (phones of 12 regions, e-mails, names with titles or initials,
+    addresses without a city, card numbers in wide digit groups, IBANs, labelled IDs and dates) in
+    several fonts, 16-80 px, colours and small rotations, among shop signs and prices: >= 95% are
+    covered by the --text pii mask, <= 10% of the benign strings are touched."""
+    from privacy_cli.bench.text_attack import make_scenes, score_pii
+
+    # a seed never used while developing the rules (docs/methods.md: 35/36 found, 0/24 altered)
+    scenes = make_scenes(seed=2027, n_scenes=12, personal_per_scene=3, benign_per_scene=2)
+    res = score_pii(scenes, [ocr.read_lines(img) for img, _ in scenes])
+    assert res["personal"] == 36 and res["benign"] == 24
+    assert res["recall"] >= 0.95, res["per_category"]
+    assert res["benign_altered_rate"] <= 0.10

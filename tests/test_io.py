@@ -174,12 +174,17 @@ def test_output_naming_and_tree_mirroring(tmp_path: Path) -> None:
         else:
             Image.fromarray(_photo()).save(p)
     jobs = plan_outputs([tmp_path / "in"], "blur")
-    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs) == [
+    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs if j.output) == [
         "in/a_blur.jpg",
         "in/sub/b_blur.png",
     ]
+    # a file that is not an image is listed as skipped, not dropped silently
+    assert [(j.input.name, j.skip) for j in jobs if j.output is None] == [("notes.txt", "not an image")]
     jobs = plan_outputs([tmp_path / "in"], "blur", tmp_path / "out")
-    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs) == ["out/a.jpg", "out/sub/b.png"]
+    assert sorted(j.output.relative_to(tmp_path).as_posix() for j in jobs if j.output) == [
+        "out/a.jpg",
+        "out/sub/b.png",
+    ]
     jobs = plan_outputs([str(tmp_path / "in" / "*.jpg")], "pixelate")
     assert [j.input.name for j in jobs] == ["a.jpg", "a_blur.jpg"]
     with pytest.raises(UsageError):
@@ -196,3 +201,105 @@ def test_png_bytes_not_an_image_extension(tmp_path: Path) -> None:
     Image.fromarray(_photo()).save(buf, format="PNG")
     p.write_bytes(buf.getvalue())
     assert load_image(p).format == "PNG"
+
+
+def test_same_name_inputs_get_unique_outputs(tmp_path: Path) -> None:
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(_photo()).save(tmp_path / d / "x.jpg")
+    jobs = plan_outputs([tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"], "blur", tmp_path / "out")
+    assert [j.output.name for j in jobs] == ["x.jpg", "x-2.jpg"]  # -o DIR keeps names, made unique
+    # two folders with the same tree, and the same file given twice (processed once)
+    jobs = plan_outputs([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.jpg"], "blur", tmp_path / "out")
+    assert [j.output.name for j in jobs] == ["x.jpg", "x-2.jpg"]
+
+
+def test_extensionless_and_gif_images_found_in_folders(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_photo()).save(d / "anim.gif")
+    Image.fromarray(_photo()).save(d / "noext", format="JPEG")
+    jobs = plan_outputs([d], "blur", tmp_path / "out")
+    assert sorted(j.output.name for j in jobs) == ["anim.gif", "noext.jpg"]
+
+
+def test_animated_gif_and_multipage_tiff_keep_every_frame(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((40, 50, 3), v, np.uint8)) for v in (30, 120, 220)]
+    for name in ("anim.gif", "anim.webp", "pages.tiff"):
+        src = tmp_path / name
+        frames[0].save(src, save_all=True, append_images=frames[1:], duration=[100, 200, 300], loop=0)
+        loaded = load_image(src)
+        assert len(loaded.frames) == 2
+        assert [int(f.rgb.mean()) for f in (loaded, *loaded.frames)] == pytest.approx([30, 120, 220], abs=3)
+        outs = [(f.rgb, f, None) for f in loaded.frames]
+        dst = save_image(loaded.rgb, tmp_path / f"out_{name}", like=loaded, frames=outs)
+        with Image.open(dst) as im:
+            assert im.n_frames == 3
+            if name != "pages.tiff":
+                im.seek(1)
+                im.load()
+                assert im.info.get("duration") == 200
+
+
+def test_pixel_limit_counts_all_frames(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((100, 100, 3), v, np.uint8)) for v in (0, 100, 200)]
+    src = tmp_path / "anim.gif"
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="3 frames"):
+        load_image(src, max_pixels=25_000)
+
+
+def test_max_pixels_is_the_only_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    # Pillow's own guard (89.5 MP by default; errors past twice that) scaled down so the test stays small
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = tmp_path / "big.png"
+    Image.new("L", (100, 95)).save(big)  # 9500 px: past Pillow's error threshold (2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw DecompressionBombWarning
+        with pytest.raises(InputError, match="too large.*--max-pixels"):
+            load_image(big, max_pixels=9000)
+        assert load_image(big, max_pixels=10_000).size == (100, 95)
+
+
+def test_outputs_get_umask_permissions_and_stale_temps_are_removed(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        dst = save_image(_photo(), tmp_path / "out.png")
+    finally:
+        os.umask(old)
+    assert dst.stat().st_mode & 0o777 == 0o644
+    # a run killed while writing out.png left its temporary file (its process is gone)
+    dead = _dead_pid()
+    stale = tmp_path / f".out.png.privpix-{dead}-abc123.part"
+    stale.write_bytes(b"partial")
+    live = tmp_path / f".out.png.privpix-{os.getppid()}-def456.part"  # a running process: kept
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".out.png.other-tool.part"  # not ours: kept
+    other.write_bytes(b"x")
+    save_image(_photo(), dst)
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_keep_metadata_on_tiff_keeps_what_tiff_can_hold(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    exif[0x8825] = {1: "N", 2: (1.0, 2.0, 3.0)}
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:01 00:00:00"
+    src = tmp_path / "in.tif"
+    Image.fromarray(_photo()).save(src, exif=exif.tobytes())
+    loaded = load_image(src)
+    notes: list[str] = []
+    dst = save_image(loaded.rgb, tmp_path / "out.tif", like=loaded, keep_metadata=True, notes=notes)
+    with Image.open(dst) as im:
+        assert im.getexif().get(0x010F) == "Maker"
+    assert len(notes) == 1 and "EXIF" in notes[0] and "\n" not in notes[0]

@@ -161,3 +161,130 @@ def test_large_sigma_blur_matches_exact_gaussian(photo: np.ndarray) -> None:
     inner = (slice(100, -100), slice(100, -100))
     assert np.abs(fast[inner] - exact[inner]).mean() < 1.0
     assert np.abs(fast[inner] - exact[inner]).max() <= 6
+
+
+def _two_box_mask(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> np.ndarray:
+    return np.maximum(_box_mask(512, 512, a), _box_mask(512, 512, b))
+
+
+@pytest.mark.parametrize("name", ["blur", "pixelate", "mask"])
+def test_neighbouring_regions_do_not_repaint_each_other(photo: np.ndarray, name: str) -> None:
+    """A small region whose padded crop reaches into a large one must not re-blur the large one's
+    pixels with its own strength (that left hard-edged sub-rectangles of different strength)."""
+    big, small = (100, 100, 300, 300), (306, 150, 326, 170)  # 6 px apart: two components
+    opts = {"fill": "mean"} if name == "mask" else {}
+    both = get_method(name)(photo, _two_box_mask(big, small), **opts)
+    alone = get_method(name)(photo, _box_mask(512, 512, big), **opts)
+    x0, y0, x1, y1 = big
+    assert np.array_equal(both[y0:y1, x0:x1], alone[y0:y1, x0:x1])
+
+
+def test_overlapping_regions_get_one_strength(photo: np.ndarray) -> None:
+    """Overlapping boxes are one region: one sigma over their union, no seam where they overlap."""
+    from privacy_cli.methods.blur import gaussian_blur
+
+    mask = _two_box_mask((100, 100, 300, 300), (250, 250, 420, 400))
+    out = get_method("blur")(photo, mask)
+    # the union's box is 320 x 300: one sigma from its shorter side, everywhere in the union
+    sigma = region_sigma(300)
+    ref = gaussian_blur(photo[:, :], sigma)
+    sel = mask > 0
+    assert np.abs(out[sel].astype(int) - ref[sel].astype(int)).max() <= 2
+
+
+def test_overlapping_regions_share_one_pixel_grid(photo: np.ndarray) -> None:
+    mask = _two_box_mask((96, 96, 224, 224), (200, 200, 328, 328))
+    out = get_method("pixelate")(photo, mask, block=16)
+    # cells are aligned to the union's box (origin 96, 96): every in-mask cell is uniform
+    for y in range(96, 328, 16):
+        for x in range(96, 328, 16):
+            if mask[y, x] > 0 and mask[y + 15, x + 15] > 0 and mask[y, x + 15] > 0 and mask[y + 15, x] > 0:
+                cell = out[y : y + 16, x : x + 16].reshape(-1, 3)
+                assert (cell == cell[0]).all(), (x, y)
+
+
+def _text_line(h: int) -> Region:
+    # a 30 degree rotated text line, 400 px long and h px high, centred at (256, 256)
+    a = np.deg2rad(30)
+    u, v = np.array([np.cos(a), -np.sin(a)]), np.array([np.sin(a), np.cos(a)])
+    c = np.array([256.0, 256.0])
+    pts = [c + sx * 200 * u + sy * h / 2 * v for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return Region("text", (min(xs), min(ys), max(xs), max(ys)), polygon=[tuple(p) for p in pts])
+
+
+def test_text_line_height_ignores_rotation() -> None:
+    from privacy_cli.methods.compose import text_line_height
+
+    assert text_line_height(_text_line(40)) == pytest.approx(40, abs=1)
+
+
+@pytest.mark.parametrize("name,option", [("blur", "radius"), ("pixelate", "block")])
+def test_text_strength_follows_line_height_and_warns_when_too_weak(
+    photo: np.ndarray, name: str, option: str
+) -> None:
+    from privacy_cli.methods.blur import text_sigma
+    from privacy_cli.methods.compose import call_method
+    from privacy_cli.methods.pixelate import text_block
+
+    line = _text_line(40)
+    regs = Regions((512, 512), [line])
+    mask = regs.to_mask()
+    as_text = call_method(get_method(name), photo, mask, regs)
+    as_box = get_method(name)(photo, mask)  # same pixels, not known to be text
+    default = text_sigma(40) if name == "blur" else text_block(40)
+    exact = call_method(get_method(name), photo, mask, regs, **{option: default})
+    assert isinstance(as_text, np.ndarray) and np.array_equal(as_text, exact)
+    assert not np.array_equal(as_text, as_box)
+    # an explicit weak setting is applied as given, with a warning (no text in it: none is known)
+    weak = call_method(get_method(name), photo, mask, regs, **{option: 2})
+    assert (
+        isinstance(weak, tuple) and "readable" in weak[1]["warning"] and f"--{option} 2" in weak[1]["warning"]
+    )
+    assert np.array_equal(weak[0], get_method(name)(photo, mask, **{option: 2}))
+    strong = call_method(get_method(name), photo, mask, regs, **{option: default})
+    assert isinstance(strong, np.ndarray)
+    # faces keep their own scaling
+    face = Regions((512, 512), [Region("face", (100, 100, 300, 300))])
+    fmask = face.to_mask()
+    assert np.array_equal(call_method(get_method(name), photo, fmask, face), get_method(name)(photo, fmask))
+
+
+def test_cli_record_warns_when_radius_leaves_text_readable(tmp_path) -> None:  # noqa: ANN001
+    """An explicit --radius/--block below what a text line needs is applied, with a warning field in
+    the image's JSON record (estimated from the line height; no OCR runs, no text is printed)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from privacy_cli.cli.app import app
+
+    img = tmp_path / "card.png"
+    Image.fromarray(np.full((120, 400, 3), 230, np.uint8)).save(img)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"kind": "text", "box": [20, 30, 380, 90]}]))  # a 60 px line
+    runner = CliRunner()
+    for cmd, weak, strong in (
+        ("blur", ["--radius", "4"], ["--radius", "30"]),
+        ("pixelate", ["--block", "6"], []),
+    ):
+        for opts, warned in ((weak, True), (strong, False)):
+            r = runner.invoke(
+                app,
+                [
+                    cmd,
+                    str(img),
+                    "--boxes",
+                    str(boxes),
+                    "-o",
+                    str(tmp_path / f"o_{cmd}.png"),
+                    "--json",
+                    "--overwrite",
+                    *opts,
+                ],
+            )
+            assert r.exit_code == 0, r.output
+            rec = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{")))
+            assert ("warning" in rec) == warned, rec
+            if warned:
+                assert "1 of 1 text region" in rec["warning"] and "readable" in rec["warning"]

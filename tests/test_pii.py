@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from privacy_cli.detect.pii import CATEGORIES, classify_pii
+from privacy_cli.detect.pii import CATEGORIES, classify_lines, classify_pii
 
 POSITIVE = {
     "email": [
@@ -90,7 +90,20 @@ POSITIVE = {
         "Frau Müller",
         "J. Smith",
         "Contact John Smith today",
+        "Prof. K. Tanaka",
+        "Olivia M. Weber",
+        "Dr.Anna Schmidt",  # OCR dropped the space
     ],
+}
+
+# What OCR makes of personal strings (spaces dropped or inserted, ß read as B, 0 for O), and
+# values after labels.
+OCR_SLIPS = {
+    "date": ["Born03.06.1983", "D.O.B.28.03.1945", "DOB 1 Jan", "Date of birth: 1985-3-12"],
+    "id_number": ["IBANDE89370400440532013000", "ID N0:L1833689", "Passport No. 123456", "Passport: X12"],
+    "address": ["899aMillAvenue", "766 WillowDrive,Apt 5", "SchillerstraBe 195", "42 Elm St"],
+    "phone": ["Cal1+393123457519", "Tel. 12-34-56", "Mobile: +33 6 12 34 56 78"],
+    "email": ["marco. kowalski@example. com"],
 }
 
 # Strings that must not be given the category they resemble.
@@ -149,6 +162,12 @@ HARMLESS = [
     "50000 Euros",
     "MP3",
     "Room 101",
+    "Platform 3",
+    "Gate B12",
+    "Total 23.50",
+    "25% off all shoes",
+    "Since 1998",
+    "FreeWiFi",
     "www",
     "",
     "   ",
@@ -157,6 +176,11 @@ HARMLESS = [
 
 @pytest.mark.parametrize("category,text", [(c, t) for c, ts in POSITIVE.items() for t in ts])
 def test_positive(category, text):
+    assert classify_pii(text) == category
+
+
+@pytest.mark.parametrize("category,text", [(c, t) for c, ts in OCR_SLIPS.items() for t in ts])
+def test_ocr_slips_and_labelled_values(category, text):
     assert classify_pii(text) == category
 
 
@@ -180,3 +204,79 @@ def test_precedence_and_whitespace():
     assert classify_pii("John Smith  john@example.com") == "email"
     assert classify_pii("  +49 30\n12345678 ") == "phone"
     assert classify_pii("Card 4111 1111 1111 1111 valid 12/25") == "card"
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float]]:
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def test_boxes_on_one_row_are_read_together():
+    # a card number OCR returned as four digit groups, a slightly rotated row (the 3rd box sits lower)
+    groups = [
+        (_box(10 + 90 * i, 10 + 3 * i, 70 + 90 * i, 40 + 3 * i), g)
+        for i, g in enumerate("4111 1111 1111 1111".split())
+    ]
+    assert classify_lines(groups) == ["card"] * 4 or all(c is not None for c in classify_lines(groups))
+    # the same groups on four rows are just numbers
+    assert (
+        classify_lines([(_box(10, 10 + 60 * i, 70, 40 + 60 * i), g) for i, (_q, g) in enumerate(groups)])
+        == [None] * 4
+    )
+    # a label and its value in separate boxes; the value alone would not be personal
+    assert classify_lines([(_box(10, 10, 160, 40), "Passport"), (_box(190, 10, 300, 40), "1234567")]) == [
+        "id_number",
+        "id_number",
+    ]
+    # a benign box beside a personal one stays benign
+    cats = classify_lines(
+        [(_box(10, 10, 160, 40), "Pizza Napoli"), (_box(190, 10, 400, 40), "Tel 030 123456")]
+    )
+    assert cats == [None, "phone"]
+
+
+def test_label_above_its_value_and_split_words():
+    assert classify_lines([(_box(10, 10, 60, 40), "DOB"), (_box(12, 55, 200, 85), "12 Jan")]) == [
+        "date",
+        "date",
+    ]
+    assert (
+        classify_lines([(_box(10, 10, 60, 40), "Name:"), (_box(12, 55, 200, 85), "Lee")])[1] == "person_name"
+    )
+    assert classify_lines([(_box(10, 10, 60, 40), "EXIT"), (_box(12, 55, 200, 85), "Welcome")]) == [
+        None,
+        None,
+    ]
+    # OCR split an e-mail at its dot: the fragment goes with it
+    assert classify_lines([(_box(10, 10, 60, 40), "anna"), (_box(66, 10, 300, 40), ".silva@mail.de")]) == [
+        "email",
+        "email",
+    ]
+    # a country code split off a phone number, wider apart, but digits
+    assert classify_lines([(_box(10, 10, 60, 40), "+49"), (_box(100, 10, 300, 40), "930-124090")]) == [
+        "phone",
+        "phone",
+    ]
+
+
+def test_personal_runs_become_one_region():
+    from privacy_cli.detect.text import lines_to_regions
+
+    lines = [
+        (_box(10 + 90 * i, 10, 70 + 90 * i, 40), g, 0.99) for i, g in enumerate("4111 1111 1111 1111".split())
+    ]
+    lines.append((_box(10, 200, 120, 230), "EXIT", 0.98))
+    regs = lines_to_regions(lines, "pii")
+    assert len(regs) == 1 and regs[0].category is not None
+    assert regs[0].box == pytest.approx((10, 10, 340, 40))  # the gaps between the groups are covered
+    assert len(lines_to_regions(lines, "all")) == 2
+
+
+def test_weak_lines_count_only_with_their_row():
+    # OCR was unsure of "L.": alone it is nothing, before a surname it makes a name
+    lines = [(_box(10, 10, 40, 40), "L."), (_box(52, 10, 200, 40), "Weber")]
+    assert classify_lines(lines, weak=[True, False]) == ["person_name", "person_name"]
+    assert classify_lines([lines[0]], weak=[True]) == [None]
+    # an unsure fragment right after a card number's groups goes with it
+    lines = [(_box(10, 10, 300, 40), "4111 1111 1111 1111"), (_box(330, 10, 380, 40), "%&")]
+    assert classify_lines(lines, weak=[False, True]) == ["card", "card"]
+    assert classify_lines([(_box(10, 10, 60, 40), "DOB")], weak=[True]) == [None]

@@ -266,3 +266,40 @@ def test_cli_train_eraser_wiring(tmp_path):
     res = runner.invoke(app, ["eraser", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
     assert res.exit_code == 1
     assert "not a folder" in (res.output + (res.stderr if res.stderr_bytes is not None else ""))
+
+
+def test_cli_train_eraser_offline_names_the_import_command(tmp_path, folder_data, monkeypatch):
+    """--offline: missing starting weights fail at once, saying downloads are off and how to import."""
+    from typer.testing import CliRunner
+
+    from privacy_cli.cli.train_cmd import app
+    from privacy_cli.weights import configure
+
+    for var in ("HF_HUB_OFFLINE", "PRIVPIX_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    try:
+        res = CliRunner().invoke(
+            app,
+            [
+                "eraser",
+                str(folder_data),
+                "--out",
+                str(tmp_path / "run"),
+                "--init",
+                "big-lama",
+                "--offline",
+                "--weights-dir",
+                str(tmp_path / "w"),
+                "--stage1-steps",
+                "1",
+                "--stage2-steps",
+                "0",
+            ],
+        )
+    finally:
+        configure(None, None)
+    text = res.output + (res.stderr if res.stderr_bytes is not None else "")
+    assert res.exit_code == 1, text
+    assert "downloads are off" in text and "privpix weights import big-lama" in text
+    assert not (tmp_path / "run" / "eraser.safetensors").exists()

@@ -102,6 +102,9 @@ def test_fetch_offline_present_and_usage(tiny_reg):
     assert r.exit_code == 1
     rec = as_json(r)[0]
     assert rec["status"] == "error" and "downloads are off" in rec["error"]
+    # advice that works offline: import a copy, or fetch where the Hub is reachable (not "run fetch")
+    assert "privpix weights import tiny-sd FILE" in rec["error"] and "without --offline" in rec["error"]
+    assert "run `privpix weights fetch tiny-sd`, or" not in rec["error"]
     src = tiny_reg.root / "hub.pth"
     torch.save(tiny_state(3), src)
     put_in_hf_cache(tiny_reg.hf, "privpix-test/tiny", "tiny.pth", src)

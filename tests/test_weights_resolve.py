@@ -388,3 +388,46 @@ def test_directories_and_offline_switches(tmp_path, monkeypatch):
         assert resolve.offline_mode()
     finally:
         resolve.configure(None, None)
+
+
+def test_unreachable_host_fails_fast_once_per_run(tiny_reg, monkeypatch):
+    # a Hub endpoint that refuses connections (port 9, discard): the real reachability check fails
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    calls: list[str] = []
+
+    def hub(entry, cache_dir):  # the download's first step, as in resolve._hub_download
+        calls.append(entry.name)
+        resolve.check_reachable(entry)
+        raise AssertionError("127.0.0.1:9 answered")
+
+    monkeypatch.setattr(resolve, "_hub_download", hub)
+    notes: list[str] = []
+    with pytest.raises(WeightsError) as first:
+        resolve.resolve("tiny-sd", notify=notes.append)
+    msg = str(first.value)
+    assert "127.0.0.1 cannot be reached" in msg and "no download was tried" in msg
+    assert "privpix weights import tiny-sd FILE" in msg and "\n" not in msg
+    # later images needing the same file: the same message at once, no second attempt
+    with pytest.raises(WeightsError) as again:
+        resolve.resolve("tiny-sd", notify=notes.append)
+    assert str(again.value) == msg and calls == ["tiny-sd"] and len(notes) == 1
+    # a copy imported meanwhile is used (the remembered failure is only for a still-missing file)
+    src = tiny_reg.root / "hub.pth"
+    torch.save(tiny_state(3), src)
+    put_in_hf_cache(tiny_reg.hf, "privpix-test/tiny", "tiny.pth", src)
+    assert resolve.resolve("tiny-sd").where == "hf-cache"
+
+
+def test_auto_model_choice_offline_imports_neither_torch_nor_the_hub_client():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from privacy_cli.weights import configure; configure(offline=True); "
+        "from privacy_cli.methods.erase import choose_model; choose_model('auto'); "
+        "print(sorted(m for m in ('torch', 'huggingface_hub') if m in sys.modules))"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,7 +1,9 @@
 """Bench metrics: quality, content difference, privacy and utility, as the four papers measure them.
 
 This package docstring is the contract between the metrics library (``metrics``, ``privacy``,
-``features``) and the bench runner (``datasets``, ``runner``, ``report``, ``calibrate``).
+``features``) and the bench runner (``datasets``; ``specs`` what to run; ``runner`` method execution; ``cache``;
+``scheduling`` of metrics; ``identity_scoring`` and ``classifier_scoring``; ``results``; ``report``;
+``calibrate``).
 Importing ``privacy_cli.bench`` is cheap; torch and models load on first use of a name below.
 
 Conventions

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from .runner import BenchResult, BenchRunner, MethodSpec
+from .results import BenchResult
+from .runner import BenchRunner
+from .specs import MethodSpec
 
 #: Target metric aliases accepted by ``--calibrate``.
 TARGET_ALIASES = {

@@ -226,12 +226,54 @@ def _region_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # quality: functional
 
 
+def _gaussian_1d() -> np.ndarray:
+    """The normalised 1-D Gaussian (``SSIM_WIN`` taps, ``SSIM_SIGMA``) whose outer product is
+    torchmetrics' 2-D SSIM window, float64 ``(SSIM_WIN,)``."""
+    x = np.arange(SSIM_WIN, dtype=np.float64) - (SSIM_WIN - 1) / 2
+    g = np.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
+    return g / g.sum()
+
+
+def _ssim_map_opencv(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' SSIM map computed with OpenCV's separable filter (CPU tensors)."""
+    import cv2
+
+    g = _gaussian_1d()
+    c1, c2 = 0.01**2, 0.03**2
+    work = torch.float64 if preds.dtype == torch.float64 else torch.float32
+    x_all = preds.detach().to(work).contiguous().numpy()
+    y_all = target.detach().to(work).contiguous().numpy()
+    out = np.empty_like(x_all)
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        # BORDER_REFLECT_101 is torch's "reflect" padding
+        return cv2.sepFilter2D(z, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
+
+    for i in np.ndindex(x_all.shape[:2]):
+        x, y = x_all[i], y_all[i]
+        mx, my = blur(x), blur(y)
+        mxx, myy, mxy = mx * mx, my * my, mx * my
+        vx = np.maximum(blur(x * x) - mxx, 0.0)
+        vy = np.maximum(blur(y * y) - myy, 0.0)
+        cov = blur(x * y) - mxy
+        out[i] = ((2 * mxy + c1) * (2 * cov + c2)) / ((mxx + myy + c1) * (vx + vy + c2))
+    return torch.from_numpy(out).to(preds.dtype)
+
+
 def ssim_map(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pixel SSIM map ``(B, C, H, W)`` from torchmetrics (Gaussian 11x11, sigma 1.5, K1 0.01,
-    K2 0.03, data range 1; borders reflect-padded). preds/target ``(B, 3, H, W)`` in [0, 1]."""
+    """Per-pixel SSIM map ``(B, C, H, W)`` as torchmetrics defines it (Gaussian 11x11, sigma 1.5, K1
+    0.01, K2 0.03, data range 1; borders reflect-padded; variances clamped at 0). preds/target
+    ``(B, 3, H, W)`` in [0, 1].
+
+    On CPU the Gaussian runs as OpenCV's separable filter (two 11-tap passes instead of torchmetrics'
+    11x11 2-D convolution: about 7x faster on a 1024 px photo, equal up to float32 rounding, which a
+    test checks against torchmetrics); on other devices torchmetrics itself.
+    """
+    _check_images(preds, target, min_size=SSIM_WIN)
+    if preds.device.type == "cpu":
+        return _ssim_map_opencv(preds, target)
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    _check_images(preds, target, min_size=SSIM_WIN)
     _, full = structural_similarity_index_measure(
         preds,
         target,
@@ -262,7 +304,7 @@ def ssim(
     mask: torch.Tensor | None = None,
     reduction: Literal["mean", "none"] = "mean",
 ) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004), torchmetrics' Gaussian implementation.
+    """Structural similarity (Wang et al. 2004), torchmetrics' Gaussian definition (see :func:`ssim_map`).
 
     Settings: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1, per channel, then
     averaged over channels and the valid region (pixels whose window lies inside the image, i.e.

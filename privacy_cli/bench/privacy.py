@@ -643,9 +643,18 @@ class ControlFailed(InputError):
     """The originals are not re-identifiable by the chosen recogniser: no grade is given."""
 
 
+#: below this many identities with a face in the gallery, rank-1 re-identification is not graded:
+#: with two people a random guess is right half the time and a "passed control" means nothing
+MIN_GALLERY_IDENTITIES = 3
+#: ... nor when a random guess would be right this often or more
+MAX_CHANCE = 0.5
+
+
 def reid_control(orig_emb: np.ndarray, identities: Sequence[str], min_rate: float = 0.8) -> ReidControl:
     """Rank-1 re-identification of each original against the other originals (``(N, D)``
-    embeddings, NaN rows = no face). Passes when the rate is at least ``min_rate``."""
+    embeddings, NaN rows = no face). Passes when the rate is at least ``min_rate`` and the gallery
+    is large enough to grade (at least :data:`MIN_GALLERY_IDENTITIES` identities with a face, chance
+    below :data:`MAX_CHANCE`)."""
     emb = np.asarray(orig_emb, np.float64)
     ids = np.asarray(list(identities))
     if len(ids) != len(emb):
@@ -662,6 +671,18 @@ def reid_control(orig_emb: np.ndarray, identities: Sequence[str], min_rate: floa
             "control failed: no original has another photo of the same identity with a face",
         )
     rate, ch = float(hits[ok].mean()), float(chance[ok].mean())
+    n_ids = len(set(ids[_valid_rows(emb)].tolist()))
+    if n_ids < MIN_GALLERY_IDENTITIES or ch >= MAX_CHANCE:
+        return ReidControl(
+            False,
+            rate,
+            int(ok.sum()),
+            ch,
+            min_rate,
+            f"not graded: the gallery is too small ({n_ids} identities with a face, chance {ch:.1%}); "
+            f"re-identification needs at least {MIN_GALLERY_IDENTITIES} identities and chance below "
+            f"{MAX_CHANCE:.0%}",
+        )
     passed = rate >= min_rate
     reason = (
         f"control passed: originals re-identified at rank 1 in {rate:.1%} of {int(ok.sum())} (chance {ch:.1%})"

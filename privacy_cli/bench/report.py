@@ -4,7 +4,8 @@
 method and image), ``report.md`` (tables as in the papers, settings, libraries, data range, image
 size, N, FID reliability, unavailable metrics with the command that makes them available,
 calibration tables) and PNG plots drawn with matplotlib's Agg backend: ``bars.png`` (per-method
-bars) and ``privacy_quality.png`` (identity similarity against SSIM, and both against strength).
+bars), ``privacy_quality.png`` (identity similarity against SSIM, and both against strength) and,
+for whole-image methods (stylize), ``contact_sheet.png`` (originals and each method, to judge the look).
 """
 
 from __future__ import annotations
@@ -16,17 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import (
-    CONTENT,
-    PRIVACY,
-    QUALITY,
-    QUALITY_REGION,
-    UTILITY,
-    BenchResult,
-    MethodResult,
-    iter_metric_rows,
-    library_versions,
-)
+import numpy as np
+
+from .results import BenchResult, MethodResult, iter_metric_rows, library_versions
+from .specs import CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
 
 #: Display names (as the papers write them).
 DISPLAY = {
@@ -476,6 +470,43 @@ def _family(m: MethodResult) -> tuple[str, float | None, str | None]:
     return m.spec.name, None, None
 
 
+#: metrics whose values live in [0, 1]: rates and fractions get a 0-1 axis and clipped error bars
+UNIT_INTERVAL = set(PRIVACY + UTILITY) - {"identity_similarity"} | {"ssim", "ssim_region", "deid_rate"}
+
+
+def _bounds(name: str, r: Any) -> tuple[float, float] | None:
+    if name in UNIT_INTERVAL or getattr(r, "unit", "") == "fraction":
+        return 0.0, 1.0
+    if name == "identity_similarity":
+        return -1.0, 1.0
+    return None
+
+
+def clipped_errors(values: Sequence[float], stds: Sequence[float], bounds: tuple[float, float] | None):
+    """Error bars ``[lower, upper]`` of ``values`` ± ``stds`` clipped to ``bounds`` (e.g. a rate's [0, 1])."""
+    lo = [max(0.0, min(e, v - bounds[0])) if bounds else e for v, e in zip(values, stds, strict=True)]
+    hi = [max(0.0, min(e, bounds[1] - v)) if bounds else e for v, e in zip(values, stds, strict=True)]
+    return [lo, hi]
+
+
+def _judge(result: BenchResult, name: str) -> str:
+    """Who measured ``name``: the recogniser, detector or classifier, else the metric's library."""
+    if name in PRIVACY:
+        return result.config.recognizer
+    if name == "detect_rate_dlib":
+        return "dlib HOG"
+    if name == "detect_rate_mtcnn":
+        return "MTCNN"
+    if name in ("top1_change", "top5_change"):
+        return result.config.classifier
+    return getattr(_first(result, name), "library", "") or "privpix"
+
+
+def axis_label(result: BenchResult, name: str) -> str:
+    """``"SSIM ↑ (torchmetrics)"``: the metric, its direction and its judge."""
+    return f"{display(name)} {arrow(_first(result, name))} ({_judge(result, name)})".replace("  ", " ")
+
+
 def make_plots(result: BenchResult, out_dir: Path) -> list[Path]:
     """Write ``bars.png`` and (when identity similarity or several strengths are measured)
     ``privacy_quality.png`` into ``out_dir``; returns the written paths."""
@@ -500,6 +531,7 @@ def make_plots(result: BenchResult, out_dir: Path) -> list[Path]:
         labels = [m.label for m in result.methods]
         for ax, n in zip(axes.flat, names, strict=False):
             vals, errs = [], []
+            bounds = _bounds(n, _first(result, n))
             for m in result.methods:
                 r = m.metrics.get(n)
                 ok = getattr(r, "available", False) and math.isfinite(float(r.value))
@@ -508,11 +540,15 @@ def make_plots(result: BenchResult, out_dir: Path) -> list[Path]:
             ax.bar(
                 range(len(labels)),
                 vals,
-                yerr=errs,
+                # error bars never leave the metric's range (a rate's std can reach past 0 or 1)
+                yerr=clipped_errors(vals, errs, bounds),
                 color=[f"C{i % 10}" for i in range(len(labels))],
                 capsize=2,
             )
+            if bounds:  # rates on their whole range: a 0.003 difference stays a 0.003 difference
+                ax.set_ylim(min(bounds[0], 0.0), bounds[1] * 1.05)
             ax.set_title(f"{display(n)} {arrow(_first(result, n))}".strip(), fontsize=9)
+            ax.set_ylabel(axis_label(result, n), fontsize=7)
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
@@ -530,7 +566,54 @@ def make_plots(result: BenchResult, out_dir: Path) -> list[Path]:
     p = _privacy_quality_plot(result, out_dir, plt)
     if p is not None:
         written.append(p)
+    p = contact_sheet(result, out_dir)
+    if p is not None:
+        written.append(p)
     return written
+
+
+def contact_sheet(result: BenchResult, out_dir: Path, n_images: int = 3, height: int = 240) -> Path | None:
+    """``contact_sheet.png``: the first ``n_images`` originals (rows) and each whole-image method
+    (columns, e.g. every stylize style) applied to the whole image at ``height`` pixels, labelled.
+    None when no whole-image method was benched. A method that fails there gets a grey "n/a" cell."""
+    from PIL import Image, ImageDraw
+
+    from ..errors import PrivpixError
+    from ..methods import is_whole_image
+    from .originals import _load_resized
+    from .specs import IDENTITY_METHOD, apply_method
+
+    specs = [m.spec for m in result.methods if m.spec.name != IDENTITY_METHOD and is_whole_image(m.spec.name)]
+    items = [it for it in result.dataset.items if it.processed is None][:n_images]
+    if not specs or not items:
+        return None
+    rows = []
+    for it in items:
+        rgb, _ = _load_resized(it.image, 0)
+        w = max(8, round(rgb.shape[1] * height / rgb.shape[0]))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, height), Image.Resampling.LANCZOS))
+        cells = [("original", rgb)]
+        for spec in specs:
+            try:
+                out = apply_method(spec, rgb, np.ones(rgb.shape[:2], np.float32))
+            except (PrivpixError, OSError, RuntimeError):
+                out = np.full_like(rgb, 128)
+            cells.append((spec.label, out))
+        rows.append(cells)
+    label_h = 18
+    widths = [max(r[i][1].shape[1] for r in rows) for i in range(len(rows[0]))]
+    sheet = Image.new("RGB", (sum(widths), len(rows) * (height + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, cells in enumerate(rows):
+        x = 0
+        for i, (label, img) in enumerate(cells):
+            y = j * (height + label_h)
+            sheet.paste(Image.fromarray(img), (x, y + label_h))
+            draw.text((x + 3, y + 3), label, fill="black")
+            x += widths[i]
+    p = out_dir / "contact_sheet.png"
+    sheet.save(p)
+    return p
 
 
 def _curve_points(result: BenchResult) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -556,14 +639,23 @@ def _curve_points(result: BenchResult) -> dict[str, dict[str, list[tuple[float, 
 
 
 def _privacy_quality_plot(result: BenchResult, out_dir: Path, plt: Any) -> Path | None:
+    """``privacy_quality.png``: identity similarity against SSIM per method (when both were measured)
+    and metrics over method strength (when a method was run at two strengths or more); only the
+    panels that have something to show are drawn."""
     have_id = any(getattr(m.metrics.get("identity_similarity"), "available", False) for m in result.methods)
     have_ssim = any(getattr(m.metrics.get("ssim"), "available", False) for m in result.methods)
-    curves = _curve_points(result)
-    if not (have_id and have_ssim) and not any(len(v) >= 2 for d in curves.values() for v in d.values()):
+    curves = {
+        name: {metric: pts for metric, pts in d.items() if len(pts) >= 2}
+        for name, d in _curve_points(result).items()
+    }
+    curves = {k: v for k, v in curves.items() if v}
+    panels = (["tradeoff"] if have_id and have_ssim else []) + (["curves"] if curves else [])
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax = axes[0]
-    if have_id and have_ssim:
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    axes = dict(zip(panels, axes.flat, strict=True))
+    if "tradeoff" in axes:
+        ax = axes["tradeoff"]
         fams: dict[str, list[tuple[float, float, float | None]]] = {}
         for m in result.methods:
             ri, rs = m.metrics.get("identity_similarity"), m.metrics.get("ssim")
@@ -576,38 +668,33 @@ def _privacy_quality_plot(result: BenchResult, out_dir: Path, plt: Any) -> Path 
             for x, y, s in pts:
                 if s is not None:
                     ax.annotate(f"{s:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("SSIM ↑ (quality)")
-        ax.set_ylabel("identity similarity ↓ (privacy)")
+        ax.set_xlim(0.0, 1.02)
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+        ax.set_xlabel(axis_label(result, "ssim") + ", quality")
+        ax.set_ylabel(axis_label(result, "identity_similarity") + ", privacy")
         ax.set_title("privacy-quality trade-off (labels: strength)", fontsize=9)
         ax.legend(fontsize=7)
-    else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "identity similarity or SSIM not measured", ha="center", va="center")
-    ax = axes[1]
-    drawn = False
-    for i, (name, d) in enumerate(sorted(curves.items())):
-        for j, (metric, pts) in enumerate(sorted(d.items())):
-            if len(pts) < 2:
-                continue
-            style = "-" if j % 2 == 0 else "--"
-            ax.plot(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                "o" + style,
-                color=f"C{i % 10}",
-                ms=3,
-                label=f"{name}: {metric}",
-            )
-            drawn = True
-    if drawn:
+    if "curves" in axes:
+        ax = axes["curves"]
+        metrics = set()
+        for i, (name, d) in enumerate(sorted(curves.items())):
+            for j, (metric, pts) in enumerate(sorted(d.items())):
+                metrics.add(metric.split(" ")[0])
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    "o" + ("-" if j % 2 == 0 else "--"),
+                    color=f"C{i % 10}",
+                    ms=3,
+                    label=f"{name}: {metric}",
+                )
         ax.set_xscale("log")
-        ax.set_xlabel("strength (radius / block / beta ...)")
-        ax.set_ylabel("metric")
+        ax.set_xlabel("method strength (radius / block / beta ...), log scale")
+        ax.set_ylabel("; ".join(axis_label(result, m) for m in sorted(metrics)), fontsize=7)
+        if all(_bounds(m, None) for m in metrics):
+            ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
         ax.set_title("metric over method strength", fontsize=9)
         ax.legend(fontsize=7)
-    else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "one strength per method: no curve", ha="center", va="center")
     fig.tight_layout()
     p = out_dir / "privacy_quality.png"
     fig.savefig(p, dpi=110)

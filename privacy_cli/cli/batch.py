@@ -1,4 +1,12 @@
-"""The batch runner every image command uses: jobs -> results, progress, JSON records, exit code."""
+"""The batch runner every image command uses: jobs -> results, progress, JSON records, exit code.
+
+Engine API (shared with other engines, e.g. a distributed one): jobs come from
+:func:`privacy_cli.io.plan_outputs` (outputs planned and made unique before anything runs); a
+per-image function ``fn(job) -> Result`` does one image (see ``cli/image_cmds.run_method``);
+:func:`run_one` wraps it so that every failure becomes an error Result (never an exception) and
+skipped/invalid jobs are answered without calling it; :func:`report_result` prints a result's lines.
+Engines: privacy_cli/engines (``--engine local`` is :func:`run_jobs`, ``--engine ray`` a Ray cluster).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,21 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from rich.markup import escape
+
 from ..errors import PrivpixError
 from ..io import Job
 from ..pipeline import Result
 from .output import DEBUG, Output
 
 
-def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
+def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
+    """``fn(job)`` as a Result: planning errors and skips are answered without calling ``fn``; any
+    exception becomes a one-line error Result naming the input (nothing is written then)."""
     if job.error:
         return Result(str(job.input), None, "error", error=job.error)
+    if job.skip:
+        return Result(str(job.input), None, "skipped", extra={"reason": job.skip})
     try:
         return fn(job)
     except PrivpixError as e:
@@ -31,6 +45,24 @@ def _run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
         return Result(
             str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
         )
+
+
+def report_result(out: Output, r: Result) -> None:
+    """The human line(s) for one result: an error line, a dim "skipped", or a ✓ line; then its notes."""
+    if r.status == "error":
+        out.error(r.error or f"{r.input}: failed")
+    elif r.status == "skipped":
+        out.info(f"[dim]skipped[/] {escape(r.input)}: {escape(str(r.extra.get('reason', '')))}")
+    else:
+        frames = f", {r.extra['frames']} frames" if r.extra.get("frames") else ""
+        out.line(
+            f"[green]✓[/] {escape(r.input)} → {escape(str(r.output))} "
+            f"({r.regions_obfuscated} region(s){frames}, {r.seconds:.2f} s)"
+        )
+    if r.extra.get("warning"):  # e.g. an explicit --radius too weak for the text found (never the text)
+        out.warn(f"{r.input}: {r.extra['warning']}")
+    for note in r.extra.get("notes", ()):
+        out.warn(note)
 
 
 def run_jobs(
@@ -54,28 +86,36 @@ def run_jobs(
     def report(r: Result) -> None:
         results.append(r)
         out.record(r.to_json())
-        if r.status == "error":
-            out.error(r.error or f"{r.input}: failed")
-        elif r.status == "skipped":
-            out.info(f"[dim]skipped[/] {r.input}: {r.extra.get('reason', '')}")
-        else:
-            out.line(
-                f"[green]✓[/] {r.input} → {r.output} ({r.regions_obfuscated} region(s), {r.seconds:.2f} s)"
-            )
+        report_result(out, r)
 
-    with out.progress(len(jobs), description) as bar:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                report(_run_one(job, fn))
-                if bar:
-                    bar.advance()
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_run_one, job, fn) for job in jobs]
-                for fut in as_completed(futures):
-                    report(fut.result())
+    try:
+        with out.progress(len(jobs), description) as bar:
+            if workers <= 1 or len(jobs) <= 1:
+                for job in jobs:
+                    report(run_one(job, fn))
                     if bar:
                         bar.advance()
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(run_one, job, fn) for job in jobs]
+                    try:
+                        for fut in as_completed(futures):
+                            report(fut.result())
+                            if bar:
+                                bar.advance()
+                    except KeyboardInterrupt:
+                        for f in futures:
+                            f.cancel()
+                        raise
+    except KeyboardInterrupt:
+        n_ok = sum(r.status == "ok" for r in results)
+        out.error(
+            f"interrupted: {n_ok} of {len(jobs)} written; run the same command again to resume "
+            "(existing outputs are skipped, no partial file is left)"
+        )
+        import typer
+
+        raise typer.Exit(130) from None
     n_err = sum(r.status == "error" for r in results)
     n_ok = sum(r.status == "ok" for r in results)
     n_skip = sum(r.status == "skipped" for r in results)

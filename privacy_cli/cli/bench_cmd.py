@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOpt, JsonOpt, QuietOpt
+from .options import DeviceOpt, QuietOpt
 from .output import Output, cli_errors
 
 DEFAULT_METHODS = "blur,pixelate,mask"
@@ -127,7 +127,14 @@ def bench(
         typer.Option("--weights-dir", help="Folder with pretrained weights (privpix weights fetch)."),
     ] = None,
     device: DeviceOpt = "auto",
-    json_out: JsonOpt = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the whole result (per method: every metric with its judge, notes and per-image "
+            "values) as one JSON document on stdout; -o also writes it as results.json.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure how much privacy methods buy and what they cost, as the papers measure it.
@@ -150,9 +157,12 @@ def bench(
 
       privpix bench --original photos/ --processed photos_blurred/ --metrics quality,privacy --json
     """
+    from ..bench.cache import default_cache_dir
     from ..bench.datasets import open_dataset
     from ..bench.report import print_tables, results_json, write_report
-    from ..bench.runner import BenchConfig, BenchRunner, default_cache_dir, parse_methods, parse_metrics
+    from ..bench.results import BenchConfig
+    from ..bench.runner import BenchRunner
+    from ..bench.specs import parse_methods, parse_metrics
     from ..errors import UsageError
     from ..runtime import resolve_device
 
@@ -162,6 +172,7 @@ def bench(
 
         configure(weights_dir=weights_dir)
     dev = resolve_device(device)
+    parsed_methods = parse_methods(methods)  # option errors are usage errors before any work
     ds = open_dataset(
         dataset,
         format=format,
@@ -195,7 +206,7 @@ def bench(
         fid_dims=fid_dims,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
     )
-    specs = parse_methods(methods) if ds.format != "pairs" else []
+    specs = parsed_methods if ds.format != "pairs" else []
     output.info(
         f"bench: {len(ds)} image(s) ({ds.format}"
         + (f", {ds.split}" if ds.format == "visual-redactions" else "")

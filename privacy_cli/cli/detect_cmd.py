@@ -10,8 +10,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..io import DEFAULT_MAX_PIXELS, Job, load_image, plan_outputs, save_image, write_bytes_atomic
-from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, Result, collect_regions, regions_mask
+from ..io import (
+    DEFAULT_MAX_PIXELS,
+    Job,
+    LoadedImage,
+    load_image,
+    plan_outputs,
+    save_image,
+    write_bytes_atomic,
+)
+from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, Result, collect_regions, regions_json, regions_mask
 from .batch import run_jobs
 from .options import (
     BoxScaleOpt,
@@ -22,12 +30,12 @@ from .options import (
     MaxPixels,
     Overwrite,
     QuietOpt,
-    TextOpt,
+    ShowTextOpt,
     ThresholdOpt,
     WorkersOpt,
     region_spec,
 )
-from .output import Output, cli_errors
+from .output import Output, cli_errors, route_warnings
 
 KIND_COLOURS = {"face": (255, 64, 64), "text": (64, 160, 255)}
 
@@ -71,7 +79,11 @@ def detect(
     ] = ",".join(DEFAULT_DETECT),
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Write all detections to this JSON file ({image: [regions]})."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write all detections to this JSON file ({image: \\[regions]}), usable as --boxes.",
+        ),
     ] = None,
     masks: Annotated[
         Path | None,
@@ -82,7 +94,14 @@ def detect(
         typer.Option("--preview", help="Write an overlay preview per image (<stem>_preview.jpg)."),
     ] = None,
     threshold: ThresholdOpt = None,
-    text: TextOpt = "all",
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help="Text to report: all (the default here, to show everything found) or pii (only personal text: "
+            "what the image commands obfuscate by default).",
+        ),
+    ] = "all",
     box_scale: BoxScaleOpt = DEFAULT_BOX_SCALE,
     dilate: DilateOpt = 0,
     overwrite: Overwrite = False,
@@ -90,12 +109,14 @@ def detect(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     json_out: JsonOpt = False,
+    show_text: ShowTextOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Find faces and text (with PII categories) and report them.
 
-    Prints a line per image (or one JSON record per image with --json: kind, box, polygon, score,
-    label = recognised text, category = PII category). Masks use the same geometry as the image
+    Prints a line per image (or one JSON record per image with --json: kind, box = the detector's
+    box, obfuscated_box = what the image commands would cover with the same options, polygon, score,
+    category = PII category; label = the recognised text only with --show-text). Masks use the same geometry as the image
     commands (--box-scale, --dilate), so `privpix blur --mask-dir` reproduces them.
 
     Examples:
@@ -107,6 +128,7 @@ def detect(
     from ..runtime import resolve_device
 
     out = Output(json_out, quiet)
+    route_warnings(out)
     spec = region_spec(
         None,
         None,
@@ -122,6 +144,7 @@ def detect(
         0.0,
         resolve_device(device),
     )
+    spec.keep_text = show_text
     jobs = plan_outputs(inputs, "detect", None)
     if not jobs:
         out.error("no input images found")
@@ -142,14 +165,18 @@ def detect(
                 p = side_path(masks, job, "_mask.png")
                 if overwrite or not p.exists():
                     m = (mask > 0).astype(np.uint8) * 255
-                    save_image(np.repeat(m[..., None], 3, axis=2), p)
+                    # a single-channel (L) PNG: 255 = sensitive
+                    save_image(
+                        np.repeat(m[..., None], 3, axis=2), p, like=LoadedImage(None, loaded.rgb, mode="L")
+                    )
                     written.append(str(p))
             if preview is not None:
                 p = side_path(preview, job, "_preview.jpg")
                 if overwrite or not p.exists():
                     save_image(draw_preview(loaded.rgb, regions, mask), p, quality=90)
                     written.append(str(p))
-        collected[str(job.input)] = regions.to_json()
+        records = regions_json(regions, spec, show_text)
+        collected[str(job.input)] = records
         kinds: dict[str, int] = {}
         for r in regions:
             kinds[r.category or r.kind] = kinds.get(r.category or r.kind, 0) + 1
@@ -162,7 +189,7 @@ def detect(
             len(regions),
             0,
             time.perf_counter() - t0,
-            extra={"size": list(loaded.size), "regions": regions.to_json(), "files": written},
+            extra={"size": list(loaded.size), "regions": records, "files": written},
         )
 
     # detect reports its own line per image; the runner's default line would repeat it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
         "erase",
         common,
         {"model": model, "device": common.device, "context": kw["context"], "work_size": kw["work_size"]},
+        setup=partial(configure, weights_dir=kw["weights_dir"], offline=True if kw["offline"] else None),
     )
 
 
@@ -64,6 +66,7 @@ erase = image_command(
                 typer.Option(
                     "--work-size",
                     min=64,
+                    max=4096,
                     help="Model working resolution of a crop (default: 512 for neural models).",
                 ),
             ],

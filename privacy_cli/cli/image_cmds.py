@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..io import Job, plan_outputs
+from ..io import Job
 from ..pipeline import Result, process_file
-from .batch import run_jobs
 from .options import CommonArgs, _p, image_command
-from .output import Output
+from .output import Output, route_warnings
 
 
-def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dict[str, Any]) -> int:
-    """Plan outputs, run ``method`` over every input, report; returns the exit code."""
-    out = Output(common.json, common.quiet)
-    jobs = plan_outputs(common.inputs, command, common.output)
-    if not jobs:
-        out.error("no input images found")
-        return 1
+def method_fn(
+    method: str,
+    common: CommonArgs,
+    method_kwargs: dict[str, Any],
+    setup: Callable[[], None] | None = None,
+    save_mask_dir: Path | None = None,
+) -> Callable[[Job], Result]:
+    """The per-image function of an image command: ``fn(job) -> Result`` runs ``method`` on
+    ``job.input`` and writes ``job.output`` (raises a PrivpixError on failure, nothing written).
+
+    Built in the process that runs it (a Ray actor builds its own); ``setup`` (picklable) first
+    applies process-wide settings there, e.g. the weights folder. Engines call it on the jobs of
+    :func:`privacy_cli.io.plan_outputs`, wrapped by :func:`privacy_cli.cli.batch.run_one`. ``save_mask_dir``: the method gets
+    ``save_mask=<dir>/<input's relative path>.png`` per image.
+    """
+    if setup is not None:
+        setup()
 
     def one(job: Job) -> Result:
         assert job.output is not None
@@ -28,17 +39,55 @@ def run_method(command: str, method: str, common: CommonArgs, method_kwargs: dic
             job.input,
             job.output,
             method,
-            method_kwargs,
+            {**method_kwargs, "save_mask": str(save_mask_dir / job.rel.with_suffix(".png"))}
+            if save_mask_dir is not None
+            else method_kwargs,
             common.spec,
             rel=job.rel,
             quality=common.quality,
             keep_metadata=common.keep_metadata,
             max_pixels=common.max_pixels,
             overwrite=common.overwrite,
+            show_text=common.show_text,
         )
 
-    code, _ = run_jobs(jobs, one, out, command, common.workers)
+    return one
+
+
+def run_method(
+    command: str,
+    method: str,
+    common: CommonArgs,
+    method_kwargs: dict[str, Any],
+    setup: Callable[[], None] | None = None,
+    save_mask_dir: Path | None = None,
+) -> int:
+    """Plan outputs, run ``method`` over every input on the chosen engine, report; returns the exit code."""
+    from .. import engines
+
+    opts = engines.EngineOptions.from_common(common)  # checks the engine options before any work
+    out = Output(common.json, common.quiet)
+    route_warnings(out)
+    jobs = engines.plan(common.inputs, command, common.output)
+    if not jobs:
+        out.error("no input images found")
+        return 1
+    code, _ = engines.run_jobs(
+        jobs, partial(method_fn, method, common, method_kwargs, setup, save_mask_dir), out, command, opts
+    )
     return code
+
+
+def _check_fill(value: str) -> str:
+    """--fill is checked when the command line is parsed (exit 2), not per image."""
+    from ..errors import UsageError
+    from ..methods.fill import parse_fill
+
+    try:
+        parse_fill(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"--fill {value!r}: ")) from None
+    return value
 
 
 EXAMPLES = """
@@ -61,8 +110,12 @@ blur = image_command(
                 typer.Option(
                     "--radius",
                     min=0.0,
-                    help="Gaussian sigma in pixels (papers' baseline: 8). Default: scaled to each region, "
-                    "0.16 x its shorter side, so faces are no longer recognised.",
+                    max=10000.0,
+                    help="Gaussian sigma in pixels (papers' baseline: 8). Default: scaled to each region: "
+                    "faces 0.16 x the region's shorter side (a face recogniser no longer matches them), "
+                    "text 0.5 x its line height (Tesseract, also on 2x upscaled, sharpened crops, read back "
+                    "none of the personal strings of our generated test photos). A value given here is used "
+                    "as is; each image's record then warns when it is likely too weak for the text found.",
                 ),
             ],
             None,
@@ -79,7 +132,14 @@ pixelate = image_command(
             Annotated[
                 int | None,
                 typer.Option(
-                    "--block", min=1, help="Mosaic cell size in pixels. Default: about 8 cells per region."
+                    "--block",
+                    min=1,
+                    max=100000,
+                    help="Mosaic cell size in pixels. Default: faces about 8 cells across; text 2 cells per "
+                    "line height, i.e. about one cell per glyph (Tesseract, also on 2x upscaled, sharpened "
+                    "crops, read back none of the personal strings of our generated test photos). A value "
+                    "given here is used as is; each image's record then warns when it is likely too weak "
+                    "for the text found.",
                 ),
             ],
             None,
@@ -89,17 +149,85 @@ pixelate = image_command(
     "Pixelate (mosaic) faces and personal text (or given regions)." + EXAMPLES.format(cmd="pixelate"),
 )
 
+
+def run_mask(common: CommonArgs, kw: dict[str, Any]) -> int:
+    """``mask``: solid fill of the regions, or with ``--learned`` a learned task mask (paper 003)."""
+    if kw["learned"] is None:
+        if kw["keep"] is not None or kw["soft"] or kw["save_mask"] is not None:
+            from ..errors import UsageError
+
+            raise UsageError("--keep, --soft and --save-mask need --learned RUN_DIR")
+        return run_method("mask", "mask", common, {"fill": kw["fill"]})
+    from ..methods.fill import parse_fill
+    from ..methods.learned_mask import read_run
+
+    parse_fill(kw["fill"])
+    read_run(kw["learned"])  # a usage error before any work
+    # the learned mask decides what to hide: the method sees the whole photo (and finds faces itself)
+    common.spec.detect, common.spec.whole = (), True
+    opts = {
+        "fill": kw["fill"],
+        "learned": str(kw["learned"]),
+        "keep": kw["keep"],
+        "soft": kw["soft"],
+        "device": common.device,
+    }
+    return run_method("mask", "mask", common, opts, save_mask_dir=kw["save_mask"])
+
+
 mask = image_command(
     [
         _p(
             "fill",
             Annotated[
-                str, typer.Option("--fill", help="black, white, mean (region's mean colour) or #rrggbb.")
+                str,
+                typer.Option(
+                    "--fill",
+                    callback=_check_fill,
+                    help="black, white, mean (region's mean colour) or #rrggbb.",
+                ),
             ],
             "black",
         ),
+        _p(
+            "learned",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--learned",
+                    help="Run folder of `privpix train mask`: reveal only the pixels its task needs (top "
+                    "--keep percent of the whole photo, or of each face for face models), fill the rest.",
+                ),
+            ],
+            None,
+        ),
+        _p(
+            "keep",
+            Annotated[
+                float | None,
+                typer.Option(
+                    "--keep", min=0.01, max=100.0, help="Percent revealed (default: the trained K)."
+                ),
+            ],
+            None,
+        ),
+        _p(
+            "soft",
+            Annotated[bool, typer.Option("--soft", help="Multiply revealed pixels by the soft mask.")],
+            False,
+        ),
+        _p(
+            "save_mask",
+            Annotated[
+                Path | None,
+                typer.Option("--save-mask", help="Write each learned mask here (PNG, 0 = hidden)."),
+            ],
+            None,
+        ),
     ],
-    partial(run_method, "mask", "mask"),
-    "Fill faces and personal text (or given regions) with a solid colour (the papers' Mask baseline)."
-    + EXAMPLES.format(cmd="mask"),
+    run_mask,
+    "Fill faces and personal text (or given regions) with a solid colour (the papers' Mask baseline); "
+    "with --learned, reveal only what a trained task needs."
+    + EXAMPLES.format(cmd="mask")
+    + "\n  privpix mask photos/ -o out/ --learned runs/hair --keep 25   learned task mask (paper 003)\n",
 )

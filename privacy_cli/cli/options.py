@@ -9,19 +9,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..pipeline import DEFAULT_BOX_SCALE, DEFAULT_DETECT, RegionSpec
+from ..regions import BOXES_FORMATS
 
 Inputs = Annotated[
-    list[str], typer.Argument(help="Image files, folders (recursive) or globs.", show_default=False)
+    list[str],
+    typer.Argument(metavar="INPUT", help="Image files, folders (recursive) or globs.", show_default=False),
 ]
 OutputOpt = Annotated[
     Path | None,
     typer.Option(
         "-o",
         "--output",
-        help="Output file (one input) or folder (tree mirrored). Default: next to each input as <stem>_<command><ext>.",
+        help="Output file (one input) or folder: in a folder every output keeps its input's name (folder "
+        "trees mirrored; equal names get -2, -3). Default: next to each input as <stem>_<command><ext>.",
     ),
 ]
 Overwrite = Annotated[
@@ -32,7 +36,27 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No messages or progress; errors still go to stderr.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-j", min=1, max=256, help="Images processed in parallel.")
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (a Ray cluster: actors, batches, retries, a resumable manifest; "
+        "pip install 'privpix[ray]'). Inputs/-o may be s3:// or gs:// URIs.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Ray cluster to use with --engine ray: auto (the running one) or host:port. "
+        "Default: start a local cluster.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, max=100000, help="Images per Ray task (--engine ray).")
+]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
 KeepMeta = Annotated[
     bool, typer.Option("--keep-metadata", help="Keep EXIF (incl. GPS!), XMP and comments. Default: stripped.")
@@ -52,7 +76,23 @@ MaskDirOpt = Annotated[
 ResizeMask = Annotated[bool, typer.Option("--resize-mask", help="Scale masks of another size to the image.")]
 BoxesOpt = Annotated[
     Path | None,
-    typer.Option("--boxes", help="JSON boxes/polygons: a list for every image, or {image name: list}."),
+    typer.Option("--boxes", help="JSON file of regions in pixels: " + escape(BOXES_FORMATS) + "."),
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write an unchanged copy when --mask/--mask-dir/--boxes/--annotations has nothing for an image "
+        "(default: that image is an error, exit 1, nothing written).",
+    ),
+]
+ShowTextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--show-text",
+        help="Include the recognised text in --json records (default: only its category, box and score, "
+        "so logs never hold the personal data removed).",
+    ),
 ]
 AnnotationsOpt = Annotated[
     Path | None,
@@ -73,19 +113,41 @@ DetectOpt = Annotated[
 ThresholdOpt = Annotated[
     float | None,
     typer.Option(
-        "--threshold", min=0.0, max=1.0, help="Face detector confidence threshold (lower finds more)."
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Face detector confidence threshold (lower finds more). Default: each detector's own calibrated value.",
     ),
 ]
 TextOpt = Annotated[
     str, typer.Option("--text", help="Text to obfuscate: pii (emails, phones, names, ...) or all.")
 ]
-DilateOpt = Annotated[int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels.")]
+DilateOpt = Annotated[
+    int, typer.Option("--dilate", min=0, help="Grow regions by this many pixels (at most the image's size).")
+]
 BoxScaleOpt = Annotated[
-    float, typer.Option("--box-scale", min=0.1, help="Scale of detected face boxes about their centre.")
+    float,
+    typer.Option("--box-scale", min=0.1, max=100.0, help="Scale of detected face boxes about their centre."),
 ]
 FeatherOpt = Annotated[
-    float, typer.Option("--feather", min=0.0, help="Soft edge width (pixels) added outside the regions.")
+    float,
+    typer.Option(
+        "--feather",
+        min=0.0,
+        help="Soft edge width (pixels) added outside the regions (at most the image's longer side).",
+    ),
 ]
+
+
+def check_finite(kwargs: dict[str, Any]) -> None:
+    """Every float option must be a finite number (``inf``/``nan`` parse as floats): UsageError, exit 2."""
+    import math
+
+    from ..errors import UsageError
+
+    for name, v in kwargs.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--{name.replace('_', '-')} {v}: must be a finite number")
 
 
 def split_list(s: str | None) -> list[str]:
@@ -106,8 +168,11 @@ def region_spec(
     box_scale: float,
     feather: float,
     device: str,
+    allow_empty: bool = False,
+    whole_image: bool = False,
 ) -> RegionSpec:
-    """Reconcile the region options into a RegionSpec (default detection when no source is given)."""
+    """Reconcile the region options into a RegionSpec. With no source given: the whole image when
+    ``whole_image`` (whole-image commands such as stylize), else the default detectors."""
     from ..errors import UsageError
 
     if text not in ("pii", "all"):
@@ -125,12 +190,16 @@ def region_spec(
         box_scale=box_scale,
         feather=feather,
         device=device,
+        allow_empty=allow_empty,
     )
     kinds = split_list(detect)
     if kinds == ["none"]:
         kinds = []
     elif detect is None and not spec.has_source():
-        kinds = list(DEFAULT_DETECT)
+        if whole_image:
+            spec.whole = True
+        else:
+            kinds = list(DEFAULT_DETECT)
     if kinds:
         from ..detect import list_detectors
 
@@ -144,6 +213,14 @@ def region_spec(
             raise UsageError(f"{flag} {p}: no such file")
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise UsageError(f"--mask-dir {mask_dir}: no such folder")
+    if boxes is not None:  # read and validate the whole file before any image is processed
+        from ..errors import RegionError
+        from ..pipeline import boxes_file
+
+        try:
+            boxes_file(spec)
+        except RegionError as e:
+            raise UsageError(f"--boxes {e}") from None
     return spec
 
 
@@ -162,6 +239,10 @@ class CommonArgs:
     keep_metadata: bool
     max_pixels: int
     spec: RegionSpec
+    show_text: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    batch_size: int = 8
 
 
 def _p(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -175,6 +256,7 @@ COMMON_PARAMS = [
     _p("mask_dir", MaskDirOpt, None),
     _p("resize_mask", ResizeMask, False),
     _p("boxes", BoxesOpt, None),
+    _p("allow_empty", AllowEmptyOpt, False),
     _p("annotations", AnnotationsOpt, None),
     _p("attributes", AttributesOpt, None),
     _p("detect", DetectOpt, None),
@@ -189,23 +271,33 @@ COMMON_PARAMS = [
     _p("max_pixels", MaxPixels, DEFAULT_MAX_PIXELS),
     _p("device", DeviceOpt, "auto"),
     _p("workers", WorkersOpt, 1),
+    _p("engine", EngineOpt, "local"),
+    _p("ray_address", RayAddressOpt, None),
+    _p("batch_size", BatchSizeOpt, 8),
     _p("json_out", JsonOpt, False),
+    _p("show_text", ShowTextOpt, False),
     _p("quiet", QuietOpt, False),
 ]
 _COMMON_NAMES = [p.name for p in COMMON_PARAMS]
 
 
 def image_command(
-    extra: list[inspect.Parameter], run: Callable[[CommonArgs, dict[str, Any]], int], doc: str
+    extra: list[inspect.Parameter],
+    run: Callable[[CommonArgs, dict[str, Any]], int],
+    doc: str,
+    whole_image: bool = False,
 ) -> Callable[..., None]:
     """Build a Typer command function with the shared options plus ``extra`` method options.
 
     ``run(common, method_kwargs) -> exit code`` does the work; options named in ``extra`` arrive
-    in ``method_kwargs``.
+    in ``method_kwargs``. ``whole_image``: without a region source the method applies to the whole
+    image (instead of the default detectors).
     """
 
     def command(**kwargs: Any) -> None:
         from ..runtime import resolve_device
+
+        check_finite(kwargs)  # before anything runs, for every option of every image command
 
         # "auto"/"cpu" are resolved where a model loads (no torch import for mask-only jobs)
         device = kwargs["device"] if kwargs["device"] in ("auto", "cpu") else resolve_device(kwargs["device"])
@@ -223,6 +315,8 @@ def image_command(
             kwargs["box_scale"],
             kwargs["feather"],
             device,
+            kwargs["allow_empty"],
+            whole_image,
         )
         common = CommonArgs(
             inputs=kwargs["inputs"],
@@ -236,7 +330,12 @@ def image_command(
             keep_metadata=kwargs["keep_metadata"],
             max_pixels=kwargs["max_pixels"],
             spec=spec,
+            show_text=kwargs["show_text"],
+            engine=kwargs["engine"],
+            ray_address=kwargs["ray_address"],
+            batch_size=kwargs["batch_size"],
         )
+        spec.keep_text = kwargs["show_text"]
         method_kwargs = {k: v for k, v in kwargs.items() if k not in _COMMON_NAMES}
         code = run(common, method_kwargs)
         if code:

@@ -88,6 +88,17 @@ class Output:
             yield _Adv()
 
 
+def route_warnings(out: Output) -> None:
+    """Send Python/Pillow warnings (TIFF tag warnings, ...) through ``out``: one yellow line each on
+    stderr, silenced by --quiet, never a raw ``file:line: Warning`` dump."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        out.warn(f"{category.__name__}: {message}".splitlines()[0])
+
+    warnings.showwarning = show
+
+
 def cli_errors(fn):  # type: ignore[no-untyped-def]
     """Decorator for commands: a PrivpixError becomes one stderr line and its exit code (2 for usage)."""
     import functools

@@ -20,7 +20,7 @@ app = typer.Typer(
 
 @app.callback()
 def _train() -> None:
-    """Fine-tune learned methods (ERASER)."""
+    """Train learned methods (ERASER fine-tuning, learned task masks)."""
 
 
 @app.command("eraser")
@@ -112,6 +112,14 @@ def eraser(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Ignore existing checkpoints in --out.")
     ] = False,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option("--weights-dir", help="Folder with pretrained weights (privpix weights fetch/import)."),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Never download weights: use the weights folder and the Hub cache only."),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
@@ -125,7 +133,9 @@ def eraser(
       privpix train eraser my_pairs/ --size 256 --lambda-diff 2 --device cuda
     """
     from ..train.eraser import TrainConfig, train_eraser
+    from ..weights import configure
 
+    configure(weights_dir=weights_dir, offline=True if offline else None)
     out_ = Output(json_, quiet)
     cfg = TrainConfig(
         data=data,
@@ -175,6 +185,201 @@ def eraser(
         out_.line(f"trained to step {res.step} on {res.device}; weights: {res.weights}")
         if res.metrics:
             out_.line("eval: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items()))
+
+
+@app.command("uap")
+@cli_errors
+def uap(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of images (recursive) to train on.", show_default=False)
+    ],
+    target: Annotated[
+        str,
+        typer.Option("--target", "-t", help="Classifier to fool (places365-resnet50, imagenet-resnet50)."),
+    ] = "places365-resnet50",
+    xi: Annotated[
+        float, typer.Option("--xi", help="L-infinity bound of the perturbation, grey levels.")
+    ] = 10.0,
+    fooling_rate: Annotated[
+        float, typer.Option("--fooling-rate", help="Stop once this share of images changes label.")
+    ] = 0.8,
+    max_images: Annotated[
+        int, typer.Option("--max-images", min=1, help="Use at most this many images.")
+    ] = 3000,
+    max_epochs: Annotated[
+        int, typer.Option("--max-epochs", min=1, help="Passes over the images at most.")
+    ] = 10,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")] = Path(
+        "uap.safetensors"
+    ),
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the image order.")] = 0,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option("--weights-dir", envvar="PRIVPIX_WEIGHTS_DIR", help="Folder of checkpoints."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Train a universal adversarial perturbation (UAP + DeepFool, paper 002) for perturb --attack uap.
+
+    One perturbation that changes the classifier's label on most photos; images are resized to a short side of 256 and centre
+    cropped to 224. Resumes from <out>.partial.safetensors after an interruption.
+
+    Example: privpix train uap photos/ --target places365-resnet50 --xi 10 --fooling-rate 0.8 -o uap.safetensors
+    """
+    from ..io import iter_images
+    from ..train.uap import train_uap
+    from ..weights import configure
+
+    configure(weights_dir=weights_dir)
+    output = Output(json_out, quiet)
+    if not folder.is_dir():
+        from ..errors import UsageError
+
+        raise UsageError(f"{folder}: no such folder")
+    paths = sorted(iter_images([folder]))
+    with output.progress(min(len(paths), max_images) * max_epochs, "train uap") as bar:
+        last = [0]
+
+        def progress(done: int, total: int, rate: float) -> None:
+            if bar and done > last[0]:
+                bar.advance(done - last[0])
+                last[0] = done
+
+        res = train_uap(
+            paths, target, out, xi=xi, fooling=fooling_rate, max_images=max_images, max_epochs=max_epochs,
+            device=device, seed=seed, progress=progress,
+        )  # fmt: skip
+    assert res is not None
+    record = {
+        "out": str(res.path),
+        "target": target,
+        "xi": xi,
+        "fooling_rate": round(res.fooling_rate, 4),
+        "epochs": res.epochs,
+        "images": res.images,
+        "seconds": round(res.seconds, 2),
+        "images_per_second": round(res.images_per_second, 3),
+        "resumed": res.resumed,
+    }
+    output.record(record)
+    output.line(
+        f"UAP written to {res.path}: fooling rate {res.fooling_rate:.1%} on {res.images} images "
+        f"after {res.epochs} pass(es)"
+    )
+    if res.fooling_rate < fooling_rate:
+        output.error(f"requested fooling rate {fooling_rate:.0%} not reached (got {res.fooling_rate:.1%})")
+        raise typer.Exit(1)
+@app.command("mask")
+@cli_errors
+def mask(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Image folder: with --labels, files listed relative to it; else one sub-folder per class, "
+            "a CelebA root (hair colour) or a FER+ root (fer2013.csv + fer2013new.csv).",
+            show_default=False,
+        ),
+    ],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="CSV with the columns file,label (file relative to DATA).")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Run folder: masker.safetensors, phi.safetensors, config.json."),
+    ] = Path("runs/mask"),
+    keep: Annotated[float, typer.Option("--keep", help="K: percent of pixels revealed.")] = 25.0,
+    size: Annotated[int, typer.Option("--size", help="Model resolution (multiple of 16).")] = 64,
+    input_kind: Annotated[
+        str, typer.Option("--input", help="image (whole images) or face (detected face crops).")
+    ] = "image",
+    face_scale: Annotated[
+        float, typer.Option("--face-scale", help="Face crop side / detector box side (--input face).")
+    ] = 1.6,
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="auto, csv, folders, celeba-hair or ferplus.")
+    ] = "auto",
+    no_adversarial: Annotated[
+        bool, typer.Option("--no-adversarial", help="The paper's non-adversarial baseline (no obfuscator).")
+    ] = False,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2)] = 64,
+    lr: Annotated[float, typer.Option("--lr", min=1e-7, help="Adam learning rate.")] = 1e-3,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Validation share when the data has no published split.")
+    ] = 0.1,
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience",
+            min=0,
+            help="Stop after this many epochs without a better utility/privacy score (0: off).",
+        ),
+    ] = 5,
+    max_images: Annotated[
+        int | None, typer.Option("--max-images", min=1, help="Use at most this many training images.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task name recorded in config.json.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Start over even if --out holds a checkpoint.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Learn an adversarial task mask (paper 003): reveal the K% of pixels a task needs, hide the rest.
+
+    A U-Net masker and a classifier are trained alternately: 3 steps predicting the label from the
+    revealed pixels, 1 step making the hidden remainder uninformative (cross-entropy to uniform).
+    Validation picks the epoch with the best utility/privacy trade-off; training resumes from --out.
+    Apply the result with `privpix mask PHOTOS --learned RUN_DIR`.
+
+    Examples:
+      privpix train mask data/ --labels labels.csv --keep 25 --out runs/task
+      privpix train mask celeba/ --input face --face-scale 2 --keep 25 --out runs/hair --device cuda
+    """
+    from ..train.masker import MaskTrainConfig, check_config, train_mask
+
+    out_ = Output(json_, quiet)
+    cfg = MaskTrainConfig(
+        out_dir=out,
+        keep=keep,
+        size=size,
+        input_kind=input_kind,
+        face_scale=face_scale,
+        adversarial=not no_adversarial,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        device=device,
+        resume=not no_resume,
+        task=task or "task",
+        quiet=quiet or json_,
+    )
+    check_config(cfg)
+    res = train_mask(cfg, data, labels, dataset, val_fraction, max_images)
+    record = {
+        "out": str(res.out_dir),
+        "epoch": res.epoch,
+        "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,
+        "resumed_from": res.resumed_from,
+        "device": res.device,
+        "images_per_s": round(res.images_per_s, 2),
+        "val": res.val,
+    }
+    if json_:
+        out_.emit_json(record)
+    else:
+        acc_p, acc_o = res.val.get("val_acc_p", float("nan")), res.val.get("val_acc_o", float("nan"))
+        out_.line(
+            f"best epoch {res.best_epoch}/{res.epoch}: predictor accuracy {acc_p:.3f}, "
+            f"obfuscator {acc_o:.3f} on validation; run folder {res.out_dir}"
+        )
 
 
 @app.command("deidentify")

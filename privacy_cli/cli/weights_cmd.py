@@ -30,7 +30,7 @@ WeightsDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--weights-dir",
-        help="Weights directory [default: $PRIVPIX_WEIGHTS_DIR or ~/.cache/privpix/weights].",
+        help="Weights directory \\[default: $PRIVPIX_WEIGHTS_DIR or ~/.cache/privpix/weights].",
         show_default=False,
     ),
 ]
@@ -104,7 +104,9 @@ def list_cmd(json_: JsonOpt = False, weights_dir: WeightsDirOpt = None) -> None:
     from rich.table import Table
 
     table = Table(title="privpix weights", show_lines=False)
-    for col in ("name", "used by", "size", "licence", "status"):
+    # names never wrap (a wrapped name breaks copy-paste); the other columns fold instead
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows) if rows else 4)
+    for col in ("used by", "size", "licence", "status"):
         table.add_column(col, overflow="fold")
     styles = {"missing": "dim", "cached": "yellow", "verified": "green", "mismatch": "bold red"}
     for r in rows:
@@ -188,7 +190,7 @@ def fetch_cmd(
 def verify_cmd(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Weights names [default: every present checkpoint].", show_default=False),
+        typer.Argument(help="Weights names \\[default: every present checkpoint].", show_default=False),
     ] = None,
     json_: JsonOpt = False,
     weights_dir: WeightsDirOpt = None,
@@ -209,20 +211,25 @@ def verify_cmd(
         _fail(err)
     results, failed = [], 0
     for e in entries:
+        pin = {"revision": e.revision if e.source_kind == "hub" else None,
+               "revision_pinned": e.revision_pinned, "sha256_pinned": bool(e.sha256), "pin": e.pin_text}
         for r in verify_local(e, weights_dir):
-            if r["status"] == "missing" and not names:
-                continue
+            r = {**r, **pin}
             results.append(r)
+            if r["status"] == "missing" and not names:
+                if not json_:
+                    typer.echo(f"{e.name}: not present ({e.pin_text})")
+                continue
             if r["status"] in ("missing", "mismatch"):
                 failed += 1
                 _err(f"privpix: error: {r.get('error') or e.name + ' is missing: ' + r['hint']}")
             elif not json_:
                 expected = f" (expected {r['expected']})" if r.get("expected") else ""
-                typer.echo(f"{e.name}: {r['status']} sha256 {r['sha256']}{expected} {r['path']}")
+                typer.echo(
+                    f"{e.name}: {r['status']} sha256 {r['sha256']}{expected} {r['path']} ({e.pin_text})"
+                )
     if json_:
         _echo_json(results)
-    elif not results:
-        typer.echo("no local checkpoints to verify (see `privpix weights list`)")
     if failed:
         raise typer.Exit(1)
 

@@ -22,6 +22,8 @@ class MethodEntry:
     name: str
     fn: MethodFn
     summary: str
+    #: True for methods made for the whole image (stylize): the bench applies them to the whole image
+    whole_image: bool = False
 
 
 _METHODS: dict[str, MethodEntry] = {}
@@ -30,15 +32,20 @@ _METHOD_MODULES = {
     "pixelate": "privacy_cli.methods.pixelate",
     "mask": "privacy_cli.methods.fill",
     "erase": "privacy_cli.methods.erase",
+    "stylize": "privacy_cli.methods.stylize",
+    "perturb": "privacy_cli.methods.perturb",
     "deidentify": "privacy_cli.methods.deidentify",
 }
 
 
-def register_method(name: str, summary: str = "") -> Callable[[MethodFn], MethodFn]:
-    """Register ``fn(image, mask, **opts)`` under ``name``."""
+def register_method(
+    name: str, summary: str = "", whole_image: bool = False
+) -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn(image, mask, **opts)`` under ``name`` (``whole_image``: see :class:`MethodEntry`)."""
 
     def deco(fn: MethodFn) -> MethodFn:
-        _METHODS[name] = MethodEntry(name, fn, summary or (fn.__doc__ or "").strip().split("\n")[0])
+        doc = summary or (fn.__doc__ or "").strip().split("\n")[0]
+        _METHODS[name] = MethodEntry(name, fn, doc, whole_image)
         return fn
 
     return deco
@@ -51,6 +58,12 @@ def get_method(name: str) -> MethodFn:
     if name not in _METHODS:
         raise UsageError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
     return _METHODS[name].fn
+
+
+def is_whole_image(name: str) -> bool:
+    """True when method ``name`` is made for the whole image (registered with ``whole_image=True``)."""
+    get_method(name)
+    return _METHODS[name].whole_image
 
 
 def list_methods() -> list[str]:

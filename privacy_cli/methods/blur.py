@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from . import register_method
-from .compose import check_inputs, components, composite, padded
+from .compose import check_inputs, composite, labelled_components, own_mask, padded, readability_warning
 
 #: default sigma as a fraction of a region's shorter side (see docs/performance.md for the
 #: measurement that set it: dlib no longer matches the identity on blurred faces).
 DEFAULT_SIGMA_FRACTION = 0.16
 MIN_SIGMA = 3.0
+#: default sigma for text as a fraction of the text line's height (docs/methods.md, "Text"): at
+#: this strength Tesseract reads back none of the generated personal strings, also from crops
+#: upscaled 2x and sharpened.
+TEXT_SIGMA_FRACTION = 0.5
+#: below this fraction of the line height, blurred text was read back by Tesseract in the
+#: measurement (docs/methods.md): an explicit ``--radius`` under it triggers a warning.
+TEXT_READABLE_FRACTION = 0.3
 
 
 def region_sigma(size: int, fraction: float = DEFAULT_SIGMA_FRACTION) -> float:
     """Default Gaussian sigma (pixels) for a region whose shorter side is ``size`` pixels."""
     return max(MIN_SIGMA, fraction * float(size))
+
+
+def text_sigma(line_height: float, fraction: float = TEXT_SIGMA_FRACTION) -> float:
+    """Default Gaussian sigma (pixels) for a text line ``line_height`` pixels high (0 for no text)."""
+    return max(MIN_SIGMA, fraction * float(line_height)) if line_height > 0 else 0.0
 
 
 #: above this sigma the blur runs on a downscaled copy (same look, cost independent of sigma)
@@ -42,28 +56,56 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-@register_method("blur", "Gaussian blur; strength scales with region size unless --radius is given")
+@register_method(
+    "blur", "Gaussian blur; strength scales with region size (text: with its line height) unless --radius"
+)
 def blur(
-    image: np.ndarray, mask: np.ndarray, radius: float | None = None, strength: float = 1.0
-) -> np.ndarray:
+    image: np.ndarray,
+    mask: np.ndarray,
+    radius: float | None = None,
+    strength: float = 1.0,
+    regions: Iterable[object] | None = None,
+) -> np.ndarray | tuple[np.ndarray, dict]:
     """Blur ``image`` (H,W,3) uint8 where ``mask`` (H,W) [0,1] is set.
 
+    Each connected component of the mask (overlapping regions merge into one) is blurred with one
+    sigma and composited over its own pixels only.
+
     radius: Gaussian standard deviation in pixels, as Pillow's ``GaussianBlur(radius)`` (the
-    papers' baseline is radius 8). None: per region, ``strength * max(3, 0.16 * shorter side)``,
-    so a face is blurred in proportion to its size.
+    papers' baseline is 8). None: per component, ``strength * max(3, 0.16 * shorter side)`` (a face
+    is blurred in proportion to its size); where ``regions`` says a component is text lines, the
+    tallest ``h`` pixels high, ``strength * max(3, 0.5 * h)`` instead (text is blurred in proportion
+    to its glyphs; a component holding a face and text gets the larger of the two).
+    regions: the :class:`~privacy_cli.regions.Region` objects the mask was made from (optional).
+    Returns the image, or ``(image, {"warning": ...})`` when an explicit radius is below
+    ``0.3 x`` the height of some text line (text then likely stays readable).
     """
 
     image, mask = check_inputs(image, mask)
     if radius is not None and radius < 0:
         raise ValueError("radius must be >= 0")
     out = image.copy()
-    for comp in components(mask):
-        sigma = float(radius) if radius is not None else strength * region_sigma(comp.size)
+    labels, comps = labelled_components(mask, regions)
+    for comp in comps:
+        if radius is not None:
+            sigma = float(radius)
+        else:
+            size_sigma = region_sigma(comp.size) if comp.other or not comp.text_height else 0.0
+            sigma = strength * max(size_sigma, text_sigma(comp.text_height))
         if sigma <= 0:
             continue
         pad = int(np.ceil(3 * sigma)) + 1
-        x0, y0, x1, y1 = padded(comp, pad, image.shape)
-        crop = image[y0:y1, x0:x1]
-        blurred = gaussian_blur(crop, sigma)
-        out[y0:y1, x0:x1] = composite(out[y0:y1, x0:x1], blurred, mask[y0:y1, x0:x1])
+        box = padded(comp, pad, image.shape)
+        x0, y0, x1, y1 = box
+        blurred = gaussian_blur(image[y0:y1, x0:x1], sigma)
+        out[y0:y1, x0:x1] = composite(out[y0:y1, x0:x1], blurred, own_mask(mask, labels, comp, box))
+    if radius is not None:
+        warning = readability_warning(
+            comps,
+            lambda h: float(radius) < TEXT_READABLE_FRACTION * h,
+            f"--radius {radius:g}",
+            lambda h: f"--radius {text_sigma(h):.0f}",
+        )
+        if warning:
+            return out, {"warning": warning}
     return out

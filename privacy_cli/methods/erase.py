@@ -94,14 +94,24 @@ def weights_present(name: str) -> bool:
     """True when a checkpoint for registry model ``name`` (or one of its alternatives) is present
     locally: weights dir or Hugging Face cache. Never downloads, never hashes."""
     try:
-        from ..models import get_entry
         from ..weights import get_weights, locate
 
-        entry = get_weights(get_entry(name).weights or name)
+        # the erase models' weights entries carry their names: no model registry (torch) import here
+        entry = get_weights(_WEIGHTS_OF.get(name) or _model_weights(name))
         cands = [entry, *(get_weights(a) for a in getattr(entry, "alternatives", ()))]
         return any(locate(c) is not None for c in cands)
     except (WeightsError, UsageError, ImportError, KeyError):
         return False
+
+
+#: weights entry of each learned erase model (as registered in models/)
+_WEIGHTS_OF = {"eraser": "eraser", "big-lama": "big-lama", "migan": "migan"}
+
+
+def _model_weights(name: str) -> str:
+    from ..models import get_entry
+
+    return get_entry(name).weights or name
 
 
 def choose_model(model: str) -> str:
@@ -127,25 +137,40 @@ def load_inpainter(model: str, device: str = "cpu") -> Inpainter:
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        t0 = time.perf_counter()
-        if model in CLASSICAL:
-            inp = _classical(model)
-        elif model == "big-lama":
-            from ..models import build_model
-
-            inp = torch_inpainter("big-lama", build_model("big-lama", pretrained=True, device=device), device)
-        elif model == "eraser":
-            inp = _load_eraser(device)
-        elif model == "migan":
-            from ..models import build_model
-
-            migan = build_model("migan", pretrained=True, device=device)
-            inp = Inpainter("migan", lambda rgb, hole: migan(rgb, hole), 512, device)
-        else:
-            raise UsageError(f"--model {model!r}: use one of {', '.join(MODELS)}")
-        inp.load_seconds = time.perf_counter() - t0
+        if key in _FAILED:  # resolved once per run: later images fail at once with the same message
+            raise WeightsError(str(_FAILED[key]))
+        try:
+            inp = _load(model, device)
+        except WeightsError as e:
+            _FAILED[key] = e
+            raise
         _CACHE[key] = inp
         return inp
+
+
+_FAILED: dict[tuple, WeightsError] = {}
+
+
+def _load(model: str, device: str) -> Inpainter:
+    """Build the inpainter for ``model`` (WeightsError when its weights are missing)."""
+    t0 = time.perf_counter()
+    if model in CLASSICAL:
+        inp = _classical(model)
+    elif model == "big-lama":
+        from ..models import build_model
+
+        inp = torch_inpainter("big-lama", build_model("big-lama", pretrained=True, device=device), device)
+    elif model == "eraser":
+        inp = _load_eraser(device)
+    elif model == "migan":
+        from ..models import build_model
+
+        migan = build_model("migan", pretrained=True, device=device)
+        inp = Inpainter("migan", lambda rgb, hole: migan(rgb, hole), 512, device)
+    else:
+        raise UsageError(f"--model {model!r}: use one of {', '.join(MODELS)}")
+    inp.load_seconds = time.perf_counter() - t0
+    return inp
 
 
 def _load_eraser(device: str) -> Inpainter:
@@ -163,6 +188,7 @@ def clear_cache() -> None:
     """Forget loaded inpainters (frees their memory)."""
     with _LOCK:
         _CACHE.clear()
+        _FAILED.clear()
 
 
 def context_box(

@@ -19,6 +19,8 @@ for _m in (
     "privacy_cli.models.stylization",
     "privacy_cli.models.stylegan2",
     "privacy_cli.models.psp",
+    "privacy_cli.models.classifiers",
+    "privacy_cli.models.masker",
 ):
     add_arch_module(_m)
 

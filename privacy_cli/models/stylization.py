@@ -400,6 +400,16 @@ def animegan2_face_paint_v2(**kwargs) -> AnimeGANv2Generator:
 
 
 @register_model(
+    "animegan2-paprika",
+    weights="animegan2-paprika",
+    key_filter=plain_key_filter,
+)
+def animegan2_paprika(**kwargs) -> AnimeGANv2Generator:
+    """AnimeGANv2 generator for ``paprika.pt`` (bryandlee/animegan2-pytorch; same layout as face paint)."""
+    return AnimeGANv2Generator(**kwargs).eval()
+
+
+@register_model(
     "cartoongan-hayao",
     weights="cartoongan-hayao",
     key_filter=plain_key_filter,
@@ -428,6 +438,7 @@ __all__ = [
     "CartoonGANGenerator",
     "ResnetGenerator",
     "animegan2_face_paint_v2",
+    "animegan2_paprika",
     "cartoongan_hayao",
     "cyclegan_key_filter",
     "cyclegan_ukiyoe",

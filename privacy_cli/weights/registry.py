@@ -34,6 +34,7 @@ FORMATS = ("state_dict", "lightning-ckpt", "torchscript", "safetensors", "onnx")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]*$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class WeightsEntry:
     repo_id: str = ""
     #: Hub revision (branch, tag or 40-hex commit); "main" where the commit is not known yet
     revision: str = "main"
+    #: oldest acceptable Hub commit (hex prefix) when ``revision`` is a branch: earlier commits hold other
+    #: bytes (e.g. an LFS pointer); the commit a fetch resolved is recorded beside the file
+    min_revision: str = ""
     #: plain https/http source used when there is no Hub repository
     url: str = ""
     #: page where the file can be obtained by hand (entries that are import-only)
@@ -76,6 +80,28 @@ class WeightsEntry:
     paper: str = ""
     source: str = ""
     notes: str = ""
+
+    @property
+    def revision_pinned(self) -> bool:
+        """True when a Hub entry names a full 40-hex commit (not a branch or tag)."""
+        return bool(_COMMIT_RE.match(self.revision or ""))
+
+    @property
+    def pin_text(self) -> str:
+        """How well the entry is pinned, for people: revision and digest."""
+        if self.source_kind == "hub":
+            rev = f"revision {self.revision[:12]}" if self.revision_pinned else f"revision {self.revision} (branch)"
+            if self.min_revision and not self.revision_pinned:
+                rev += f", at or after {self.min_revision}"
+        else:
+            rev = "no revision (not a Hub file)"
+        if self.sha256:
+            digest = "sha256 pinned"
+        elif self.sha256_prefix:
+            digest = f"sha256 prefix {self.sha256_prefix} only"
+        else:
+            digest = "sha256 not pinned"
+        return f"{rev}; {digest}"
 
     @property
     def source_kind(self) -> str:
@@ -177,6 +203,10 @@ def _entry_from_table(name: str, table: dict[str, Any], path: Path) -> WeightsEn
         raise WeightsError(f"{where}: give exactly one of repo_id, url, manual_url")
     if entry.url and not entry.url.startswith(("https://", "http://")):
         raise WeightsError(f"{where}: url must start with https:// or http://")
+    if entry.min_revision and (not entry.repo_id or not re.match(r"^[0-9a-f]{7,40}$", entry.min_revision)):
+        raise WeightsError(f"{where}: min_revision must be a 7-40 hex commit prefix of a Hub entry")
+    if entry.repo_id and re.match(r"^[0-9a-f]{8,}$", entry.revision) and not entry.revision_pinned:
+        raise WeightsError(f"{where}: revision looks like a commit but is not 40 hex digits")
     for key in ("sha256", "sha256_prefix"):
         value = getattr(entry, key)
         if not _HEX_RE.match(value):

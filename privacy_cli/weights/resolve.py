@@ -4,10 +4,13 @@ Order (first hit wins):
 
 1. the weights directory (``--weights-dir`` / ``$PRIVPIX_WEIGHTS_DIR`` / ``~/.cache/privpix/weights``),
    file ``<name><ext>`` (e.g. ``big-lama.pt``; ``privpix weights import`` writes there);
-2. the Hugging Face cache (``hf_hub_download(..., local_files_only=True)``; ``$HF_HUB_CACHE``,
+2. the Hugging Face cache (its on-disk layout, read without huggingface_hub; ``$HF_HUB_CACHE``,
    ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``);
-3. a download (Hub or plain url) unless ``--offline`` or ``HF_HUB_OFFLINE=1``; licences that
-   restrict use must be accepted first.
+3. a download (Hub or plain url) unless ``--offline`` or ``HF_HUB_OFFLINE=1``, and only when the
+   host answers (one quick connection, no retries); licences that restrict use must be accepted first.
+
+A failed resolution is remembered for the process: later images needing the same file fail at once
+with the same message (no second download attempt in one run).
 
 Every file is checked before first use: size, then sha256 against the pinned digest (or the
 pinned prefix). Digests are remembered in ``<weights dir>/verified-digests.json`` keyed by path,
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -187,23 +191,27 @@ def weights_dir_path(entry: WeightsEntry, weights_dir: str | Path | None = None)
 
 
 def _hf_cached(entry: WeightsEntry) -> Path | None:
+    """The file of ``entry`` in the Hugging Face cache, found by the cache's published layout
+    (``models--<owner>--<name>/refs/<revision>`` -> commit, ``snapshots/<commit>/<filename>``),
+    without importing huggingface_hub or touching the network (cheap enough to probe freely)."""
     if not entry.repo_id:
         return None
-    from huggingface_hub import hf_hub_download
-
-    try:
-        p = hf_hub_download(
-            entry.repo_id,
-            entry.filename,
-            revision=entry.revision or None,
-            cache_dir=str(hf_cache_dir()),
-            local_files_only=True,
-        )
-    except Exception as e:  # LocalEntryNotFoundError, EntryNotFoundError, OSError, ...: not cached
-        log.debug("%s not in the HF cache: %s", entry.name, e)
+    repo_dir = hf_cache_dir() / ("models--" + entry.repo_id.replace("/", "--"))
+    revision = entry.revision or "main"
+    commit = revision
+    ref = repo_dir / "refs" / revision
+    if ref.is_file():
+        try:
+            commit = ref.read_text().strip()
+        except OSError:
+            return None
+    elif not (len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)):
+        return None  # a branch/tag never resolved into this cache
+    path = repo_dir / "snapshots" / commit / entry.filename
+    if not path.is_file():
+        log.debug("%s not in the HF cache (%s)", entry.name, path)
         return None
-    path = Path(p)
-    return path if path.is_file() else None
+    return path
 
 
 def locate_all(entry: WeightsEntry, weights_dir: str | Path | None = None) -> list[Located]:
@@ -241,18 +249,31 @@ def fetch_hint(entry: WeightsEntry) -> str:
     return f"run `privpix weights fetch {entry.name}`, or `privpix weights import {entry.name} FILE` with a copy of {entry.filename}"
 
 
-def missing_error(entry: WeightsEntry, reason: str) -> WeightsError:
-    """One-line error for weights that are not available locally."""
+def missing_error(entry: WeightsEntry, reason: str, hint: str | None = None) -> WeightsError:
+    """One-line error for weights that are not available locally (``hint``: what to do; default
+    :func:`fetch_hint`)."""
     licence = entry.licence or "unknown"
     return WeightsError(
         f"{entry.name} weights are not available locally ({entry.size_text}, licence: {licence}) and "
-        f"{reason}: {fetch_hint(entry)}"
+        f"{reason}: {hint or fetch_hint(entry)}"
+    )
+
+
+def no_network_hint(entry: WeightsEntry) -> str:
+    """What to do when no download is possible here (offline, or the host is unreachable)."""
+    if entry.source_kind == "manual":
+        return fetch_hint(entry)
+    host = _origin_host(entry)[0]
+    return (
+        f"run `privpix weights import {entry.name} FILE` with a copy of {entry.filename}, or run "
+        f"`privpix weights fetch {entry.name}` without --offline / HF_HUB_OFFLINE=1 where {host} is reachable "
+        "(then copy the weights dir or Hugging Face cache here)"
     )
 
 
 def offline_error(entry: WeightsEntry) -> WeightsError:
     """Missing while downloads are off."""
-    return missing_error(entry, "downloads are off (--offline / HF_HUB_OFFLINE=1)")
+    return missing_error(entry, "downloads are off (--offline / HF_HUB_OFFLINE=1)", no_network_hint(entry))
 
 
 def manual_error(entry: WeightsEntry) -> WeightsError:
@@ -397,6 +418,7 @@ def local_status(entry: WeightsEntry, weights_dir: str | Path | None = None) -> 
 
 def _hub_download(entry: WeightsEntry, cache_dir: Path) -> Path:
     """Download ``entry`` from the Hub into the HF cache (network)."""
+    check_reachable(entry)
     from huggingface_hub import hf_hub_download
 
     return Path(
@@ -410,6 +432,7 @@ def _url_download(entry: WeightsEntry, dest: Path) -> Path:
     """Stream ``entry.url`` to ``dest`` atomically (temp file + rename), checking size and digest first."""
     import urllib.request
 
+    check_reachable(entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     h = hashlib.sha256()
@@ -442,10 +465,40 @@ def _url_download(entry: WeightsEntry, dest: Path) -> Path:
     return dest
 
 
+def _origin_host(entry: WeightsEntry) -> tuple[str, int]:
+    """(host, port) a download of ``entry`` connects to (the Hub endpoint or the url's host)."""
+    from urllib.parse import urlparse
+
+    url = urlparse(
+        entry.url if not entry.repo_id else os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    )
+    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+
+
+def check_reachable(entry: WeightsEntry, timeout: float = 3.0) -> None:
+    """One quick TCP connection to the download host; WeightsError at once when it cannot be
+    reached (no DNS, no route, refused, timeout), instead of a download library's retries with
+    back-off (about 24 s per file)."""
+    import socket
+
+    host, port = _origin_host(entry)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise missing_error(
+            entry,
+            f"{host} cannot be reached ({e.strerror or type(e).__name__}); no download was tried",
+            no_network_hint(entry),
+        ) from None
+
+
 def download(
     entry: WeightsEntry, weights_dir: str | Path | None = None, notify: Notify | None = None
 ) -> Located:
-    """Download ``entry`` (Hub -> HF cache; url -> weights dir). Network; no licence check here."""
+    """Download ``entry`` (Hub -> HF cache; url -> weights dir). Network; no licence check here.
+
+    The host is checked first (:func:`check_reachable`): unreachable means one fast error, no retries.
+    """
     notify = notify or _stderr
     if entry.source_kind == "manual":
         raise manual_error(entry)
@@ -524,24 +577,54 @@ def resolve(
     """
     e = _as_entry(entry)
     notify = notify or _stderr
-    loc = locate(e, weights_dir)
-    downloaded = False
-    if loc is None:
-        if e.source_kind == "manual":
-            raise manual_error(e)
-        if offline_mode(offline):
-            raise offline_error(e)
-        ensure_licence(e, accept_license, confirm)
-        loc = download(e, weights_dir, notify)
-        downloaded = True
-    digest = (
-        check_digest(e, loc.path, weights_dir=weights_dir, source="download" if downloaded else "first-use")
-        if verify
-        else None
-    )
+    key = (e.name, str(get_weights_dir(weights_dir)), offline_mode(offline))
+    with _lock_for(key):  # concurrent workers wait for one resolution instead of each downloading
+        loc = locate(e, weights_dir)  # a file imported meanwhile is found: local checks are cheap
+        downloaded = False
+        if loc is None:
+            failed = _FAILED.get(key)
+            if failed is not None:  # already failed in this process: the same message, at once
+                raise WeightsError(str(failed))
+            if e.source_kind == "manual":
+                _FAILED[key] = manual_error(e)
+                raise _FAILED[key]
+            if offline_mode(offline):
+                _FAILED[key] = offline_error(e)
+                raise _FAILED[key]
+            ensure_licence(e, accept_license, confirm)  # depends on the call: never remembered
+            try:
+                loc = download(e, weights_dir, notify)
+            except WeightsError as err:
+                _FAILED[key] = err
+                raise
+            downloaded = True
+        digest = (
+            check_digest(
+                e, loc.path, weights_dir=weights_dir, source="download" if downloaded else "first-use"
+            )
+            if verify
+            else None
+        )
     res = Resolved(e, loc.path, loc.where, downloaded, digest)
     _announce_digest(res, notify)
     return res
+
+
+# Failed resolutions are remembered for the life of the process (one CLI run): a missing file is
+# resolved once, and every later image needing it fails at once with the same one-line message.
+_FAILED: dict[tuple[str, str, bool], WeightsError] = {}
+_LOCKS: dict[tuple[str, str, bool], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(key: tuple[str, str, bool]) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def forget_failures() -> None:
+    """Forget remembered resolution failures (e.g. after importing a file in a long-lived process)."""
+    _FAILED.clear()
 
 
 def resolve_any(
@@ -612,6 +695,8 @@ __all__ = [
     "locate",
     "locate_all",
     "offline_mode",
+    "forget_failures",
+    "check_reachable",
     "resolve",
     "resolve_any",
     "sha256_file",

@@ -1,0 +1,138 @@
+"""Benchmarks for privpix perturb.
+
+speed: seconds per 1 MP photo for PGD with 10 and 50 steps (one round, whole image), per target,
+       and the process's peak resident memory (ru_maxrss).
+faces: privacy measured by attacks on faces-id photos after `perturb` (saved as JPEG q95 and
+       re-decoded): MTCNN detection rate, dlib HOG detection rate, dlib re-identification rate
+       (the identity matched at the original face or on any detected face), PSNR and SSIM. Each
+       attack is judged by every model, so transfer shows in the same table.
+
+    /usr/bin/time -v python benchmarks/bench_perturb.py speed --steps 10 50 --targets dlib-resnet mtcnn
+    python benchmarks/bench_perturb.py faces --targets dlib-resnet mtcnn --epsilon 8 --limit 12 --side 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FACES_ID = ROOT.parent / "shared" / "datasets" / "faces-id"
+
+
+def _photo(name: str, side: int | None = None, pixels: int | None = None) -> np.ndarray:
+    im = Image.open(FACES_ID / name).convert("RGB")
+    if pixels:
+        s = (pixels / (im.width * im.height)) ** 0.5
+        im = im.resize((round(im.width * s), round(im.height * s)), Image.LANCZOS)
+    if side:
+        im.thumbnail((side, side))
+    return np.asarray(im)
+
+
+def _jpeg(img: np.ndarray, q: int = 95) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=q)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def speed(args: argparse.Namespace) -> dict:
+    import torch
+
+    from privacy_cli.methods.perturb import perturb
+
+    torch.set_num_threads(args.threads)
+    img = _photo("img10.jpg", pixels=1_000_000)
+    mask = np.ones(img.shape[:2], np.float32)
+    out = {"image": f"{img.shape[1]}x{img.shape[0]}", "threads": args.threads, "runs": []}
+    for target in args.targets:
+        perturb(img, mask, targets=target, steps=1, rounds=1)  # load models, warm up
+        for steps in args.steps:
+            t0 = time.perf_counter()
+            _, info = perturb(img, mask, targets=target, steps=steps, rounds=1)
+            dt = time.perf_counter() - t0
+            out["runs"].append(
+                {"target": target, "steps": steps, "steps_run": info["steps_run"], "seconds": round(dt, 2)}
+            )
+            print(json.dumps(out["runs"][-1]), flush=True)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def faces(args: argparse.Namespace) -> dict:
+    from skimage.metrics import structural_similarity
+
+    from privacy_cli.detect import get_detector
+    from privacy_cli.faceid import default_recognizer
+    from privacy_cli.methods.perturb import perturb
+
+    with open(FACES_ID / "identities.csv", newline="") as f:
+        names = [r["file"] for r in csv.DictReader(f)][: args.limit]
+    rec = default_recognizer()
+    mtcnn = get_detector("faces", device="cpu")
+    rows = []
+    for target in args.targets:
+        for name in names:
+            img = _photo(name, side=args.side)
+            box = rec.locate(img)
+            if not box:
+                continue
+            emb = rec.embed(img, box[0])
+            t0 = time.perf_counter()
+            out, info = perturb(img, np.ones(img.shape[:2], np.float32), targets=target, epsilon=args.epsilon,
+                                steps=args.steps, jpeg_quality=95, eot=args.eot)  # fmt: skip
+            saved = _jpeg(out, 95)
+            rows.append({
+                "target": target,
+                "file": name,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "mtcnn_detected": bool(mtcnn.detect(saved)),
+                "hog_detected": bool(rec.locate(saved)),
+                "dlib_reidentified": bool(rec.find_identity_match(emb, saved, box[0])),
+                "psnr": round(10 * np.log10(255**2 / np.mean((saved.astype(float) - img) ** 2)), 2),
+                "ssim": round(float(structural_similarity(img, saved, channel_axis=2, data_range=255)), 4),
+                "steps_run": info["steps_run"],
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    summary = {}
+    for target in args.targets:
+        rs = [r for r in rows if r["target"] == target]
+        if rs:
+            summary[target] = {
+                k: round(float(np.mean([r[k] for r in rs])), 4)
+                for k in ("mtcnn_detected", "hog_detected", "dlib_reidentified", "psnr", "ssim", "seconds")
+            } | {"images": len(rs)}
+    return {"epsilon": args.epsilon, "steps": args.steps, "side": args.side, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--steps", type=int, nargs="+", default=[10, 50])
+    s.add_argument("--targets", nargs="+", default=["dlib-resnet", "mtcnn"])
+    s.add_argument("--threads", type=int, default=2)
+    f = sub.add_parser("faces")
+    f.add_argument("--targets", nargs="+", default=["dlib-resnet", "mtcnn"])
+    f.add_argument("--epsilon", type=float, default=8)
+    f.add_argument("--steps", type=int, default=10)
+    f.add_argument("--limit", type=int, default=12)
+    f.add_argument("--side", type=int, default=512)
+    f.add_argument("--eot", action="store_true")
+    args = ap.parse_args()
+    print(json.dumps(speed(args) if args.mode == "speed" else faces(args), indent=1))
+
+
+if __name__ == "__main__":
+    main()

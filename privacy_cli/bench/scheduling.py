@@ -1,0 +1,395 @@
+"""Metric scheduling: per image and method, which metric values are cached, which to compute (batched
+per network), which are unavailable and why; FID features; per-method accumulation and summaries."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import PrivpixError, UsageError, WeightsError
+from .cache import CacheStats, DiskCache, _h
+from .originals import _Original
+from .results import BenchConfig, MethodResult
+from .specs import (
+    _CONTENT_BASE,
+    _DETECTORS,
+    _SHARED_NET,
+    DATASET_LEVEL,
+    METRICS_CACHE_VERSION,
+    NEEDS_FACES,
+    NEEDS_REGION,
+    MethodSpec,
+    _metric_meta,
+)
+
+if TYPE_CHECKING:
+    from .runner import BenchRunner
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+def _as_unavailable(name: str, exc: Exception) -> Any:
+    """A MetricUnavailable for a metric whose network could not be built (weights missing,
+    unregistered, not installed), carrying the fetch command when there is one."""
+    from .features import BackboneUnavailable
+    from .metrics import MetricUnavailable, unavailable_from
+
+    if isinstance(exc, BackboneUnavailable):
+        return unavailable_from(name, exc)
+    fetch = getattr(exc, "fetch", None)
+    return MetricUnavailable(name, f"{exc} (run: {fetch})" if fetch else str(exc), fetch)
+
+
+class _Unavailable(Exception):
+    def __init__(self, result: Any) -> None:
+        super().__init__(getattr(result, "reason", ""))
+        self.result = result
+
+
+class _FidFeatures:
+    """Inception pool3 features by image key: queued, computed in batches by
+    :class:`~privacy_cli.bench.features.FIDFeatures`, kept in the feature cache."""
+
+    def __init__(self, config: BenchConfig, cache: DiskCache) -> None:
+        from .features import FIDFeatures
+
+        self.cache = cache.features
+        self.ext = FIDFeatures(
+            device=config.device, batch_size=config.batch_size, cache=self.cache, dims=config.fid_dims
+        )
+        self.queued: set[str] = set()
+
+    def add(self, key: str, rgb_fn: Callable[[], np.ndarray]) -> None:
+        from .features import to_tensor
+
+        if key in self.queued or f"{self.ext.prefix}:{key}" in self.cache:
+            return
+        self.ext.add(to_tensor(rgb_fn()), [key])
+        self.queued.add(key)
+
+    def get(self, keys: Sequence[str]) -> list[np.ndarray]:
+        self.ext.features()  # computes whatever is still queued (and stores it in the cache)
+        out = [self.cache.get(f"{self.ext.prefix}:{k}") for k in keys]
+        return [f for f in out if f is not None]
+
+
+class _FidCollector:
+    """FID of one method: originals' features are shared by every method of the run (computed
+    once), processed images' features are this method's; both batched and cached."""
+
+    def __init__(self, runner: BenchRunner) -> None:
+        if runner._fid_originals is None:
+            runner._fid_originals = _FidFeatures(runner.config, runner.cache)
+        self.originals = runner._fid_originals
+        self.processed = _FidFeatures(runner.config, runner.cache)
+        self.dims = runner.config.fid_dims
+        self.unavailable = runner._unavailable
+        self.okeys: list[str] = []
+        self.pkeys: list[str] = []
+        self.real: list[np.ndarray] = []
+        self.fake: list[np.ndarray] = []
+
+    def add(
+        self, okey: str, orig_rgb: Callable[[], np.ndarray], pkey: str, proc_rgb: Callable[[], np.ndarray]
+    ) -> None:
+        if "fid" in self.unavailable:
+            return
+        try:
+            self.originals.add(okey, orig_rgb)
+            self.processed.add(pkey, proc_rgb)
+        except (WeightsError, UsageError) as e:
+            self.unavailable["fid"] = _as_unavailable("fid", e)
+            return
+        self.okeys.append(okey)
+        self.pkeys.append(pkey)
+
+    def result(self) -> Any:
+        from .metrics import (
+            MetricResult,
+            MetricUnavailable,
+            fid_from_features,
+        )
+
+        if "fid" not in self.unavailable:
+            try:
+                self.real = self.originals.get(self.okeys)
+                self.fake = self.processed.get(self.pkeys)
+            except (WeightsError, UsageError) as e:
+                self.unavailable["fid"] = _as_unavailable("fid", e)
+        if "fid" in self.unavailable:
+            return self.unavailable["fid"]
+        n = min(len(self.real), len(self.fake))
+        if n < 2:
+            return MetricUnavailable("fid", f"FID needs at least 2 images, got {n}", n=n)
+        block = (
+            "pool3 (2048-d, the standard FID)"
+            if self.dims == 2048
+            else f"the {self.dims}-d block (not comparable with papers)"
+        )
+        notes = [f"pytorch-fid InceptionV3 {block}, images resized to 299x299 (bilinear), inputs in [0, 1]"]
+        if n < self.dims:  # rank-deficient covariance
+            notes.append(
+                f"N={n} < {self.dims}: FID is biased upwards and unreliable; compare only runs with the same N"
+            )
+        return MetricResult(
+            name="fid",
+            value=fid_from_features(np.stack(self.real), np.stack(self.fake)),
+            higher_is_better=False,
+            n=n,
+            notes=notes,
+            library="pytorch-fid (InceptionV3 pt_inception-2015-12-05)",
+            extra={"reliable": n >= self.dims, "dims": self.dims},
+        )
+
+
+class _MethodAcc:
+    """What one method accumulates over the images of a run; :meth:`finish` gives its result."""
+
+    def __init__(self, spec: MethodSpec, names: tuple[str, ...], runner: BenchRunner) -> None:
+        self.res = MethodResult(spec)
+        self.names = names
+        self.runner = runner
+        self.per_image_names = [n for n in names if n not in DATASET_LEVEL]
+        self.values: dict[str, list[float]] = {n: [] for n in self.per_image_names}
+        self.fid = _FidCollector(runner) if "fid" in names else None
+        self.wants_identity = any(n in names for n in ("deid_rate", "reid_rank1"))
+        self.wants_classifier = any(n in names for n in ("top1_change", "top5_change"))
+        self.emb_orig: list[np.ndarray | None] = []
+        self.emb_proc: list[np.ndarray | None] = []
+        self.logits: list[tuple[np.ndarray, np.ndarray] | None] = []
+        self.kept: list[_Original] = []
+
+    def finish(self) -> MethodResult:
+        r, res = self.runner, self.res
+        metrics: dict[str, Any] = {}
+        for n in self.per_image_names:
+            metrics[n] = r._summarise(n, self.values[n])
+        if self.fid is not None:
+            metrics["fid"] = self.fid.result()
+        if self.wants_identity:
+            metrics.update(r._identity_metrics(self.kept, self.emb_orig, self.emb_proc, self.names, res))
+        if self.wants_classifier:
+            metrics.update(r._classifier_metrics(self.logits, self.names))
+        res.metrics = {n: metrics[n] for n in self.names if n in metrics}
+        return res
+
+
+class MetricScheduling:
+    """Per-image metric scheduling of :class:`~privacy_cli.bench.runner.BenchRunner` (a mixin): which
+    metrics apply, cached values, computing what is missing, dataset-level summaries."""
+
+    def _score(self, acc: _MethodAcc, orig: _Original) -> None:
+        """Process one original with one method and record its per-image values and features."""
+        res, spec = acc.res, acc.res.spec
+        try:
+            out_key = self._output_key(spec, orig)
+            pc: dict[str, np.ndarray] = {}
+
+            def proc_rgb() -> np.ndarray:
+                if "rgb" not in pc:
+                    pc["rgb"] = self._processed(spec, orig, out_key, res.cache)
+                return pc["rgb"]
+
+            row_vals = self._image_values(acc.per_image_names, orig, out_key, proc_rgb, res.cache)
+            eo = ep = None
+            if acc.wants_identity and self.faces.embedder() is not None:
+                face, eo = self.faces.original(orig)
+                ep = self.faces.processed(out_key, proc_rgb, face) if face is not None else None
+            lg = self._logits(orig, out_key, proc_rgb) if acc.wants_classifier else None
+            if acc.fid is not None:
+                acc.fid.add(orig.key, orig.rgb, out_key, proc_rgb)
+            if orig.item.processed is None and "rgb" not in pc:
+                if self.cache.has_image(out_key):
+                    # every value was cached: the stored output is reused without being read
+                    res.cache.outputs_cached += 1
+                else:
+                    proc_rgb()  # values cached but the output was not: keep the cache complete
+        except PrivpixError as e:
+            res.errors.append((orig.item.key, str(e)))
+            return
+        acc.emb_orig.append(eo)
+        acc.emb_proc.append(ep)
+        acc.logits.append(lg)
+        acc.kept.append(orig)
+        row: dict[str, Any] = {
+            "key": orig.item.key,
+            "image": str(orig.item.image),
+            "identity": orig.item.identity,
+        }
+        for n in acc.per_image_names:
+            v = row_vals.get(n, float("nan"))
+            acc.values[n].append(v)
+            row[n] = v
+        res.per_image.append(row)
+
+    # ---------------------------------------------------------------------- per-image values
+
+    def _image_values(
+        self,
+        names: Sequence[str],
+        orig: _Original,
+        out_key: str,
+        proc_rgb: Callable[[], np.ndarray],
+        stats: CacheStats,
+    ) -> dict[str, float]:
+        """Per-image metric values, from the cache where possible (NaN = not measurable)."""
+        vkey = _h("values", out_key, METRICS_CACHE_VERSION, self.config.recognizer)
+        cached = self.cache.get_json("values", vkey) or {}
+        out: dict[str, float] = {}
+        todo = []
+        for n in names:
+            if n == "fid":
+                continue
+            if n in self._unavailable:
+                out[n] = float("nan")
+            elif n in cached:
+                out[n] = float("nan") if cached[n] is None else float(cached[n])
+                stats.values_cached += 1
+            else:
+                todo.append(n)
+        if not todo:
+            return out
+        computed = self._compute_values(todo, orig, out_key, proc_rgb)
+        for n, v in computed.items():
+            out[n] = v
+            if n not in self._unavailable:
+                cached[n] = None if math.isnan(v) else v
+                stats.values_computed += 1
+        self.cache.put_json("values", vkey, cached)
+        return out
+
+    def _compute_values(
+        self, names: Sequence[str], orig: _Original, out_key: str, proc_rgb: Callable[[], np.ndarray]
+    ) -> dict[str, float]:
+        from .features import to_tensor
+        from .metrics import PIXEL_METRICS, content_difference_values, lpips, mae, quality_values
+
+        out: dict[str, float] = {}
+        t = to_tensor(orig.rgb(), self.config.device)
+        p = to_tensor(proc_rgb(), self.config.device)
+        mask_np = self._mask(orig) if orig.regions is not None else None
+        has_region = mask_np is not None and bool((mask_np > 0).any())
+        m = None
+        if has_region:
+            import torch
+
+            m = torch.from_numpy((mask_np > 0).astype(np.float32))[None, None].to(self.config.device)
+        # SSIM/PSNR/MAE/MSE and their region variants in one pass (one SSIM map, one difference image)
+        pixel = [n for n in names if n in PIXEL_METRICS and (has_region or not n.endswith("_region"))]
+        if pixel:
+            out.update({n: float(v[0]) for n, v in quality_values(p, t, m, pixel).items()})
+        content_todo = []
+        for n in names:
+            if n in out:
+                continue
+            base = n.removesuffix("_region")
+            region = n.endswith("_region")
+            try:
+                if n in _CONTENT_BASE:
+                    content_todo.append(n)
+                    continue
+                if region and not has_region:
+                    out[n] = float("nan")
+                    continue
+                if n == "mae_outside":
+                    import torch
+
+                    outside = (1.0 - m) if m is not None else torch.ones_like(t[:, :1])
+                    out[n] = float(mae(p, t, outside, reduction="none")[0]) if outside.any() else float("nan")
+                elif base in ("lpips_alex", "lpips_vgg"):
+                    if min(t.shape[-2:]) < 32:
+                        out[n] = float("nan")
+                        continue
+                    net = base.split("_")[1]
+                    out[n] = float(lpips(p, t, net, m if region else None, reduction="none")[0])
+                elif n == "identity_similarity":
+                    out[n] = self._identity_similarity(orig, out_key, proc_rgb)
+                elif n in _DETECTORS:
+                    out[n] = self._detected(n, orig, out_key, proc_rgb)
+            except (WeightsError, UsageError) as e:
+                self._mark_unavailable(n, e)
+                out[n] = float("nan")
+            except _Unavailable as e:
+                self._mark_unavailable(n, e.result)
+                out[n] = float("nan")
+        if content_todo:
+            if not has_region:
+                out.update({n: float("nan") for n in content_todo})
+            else:
+                # one call per network, so one missing network does not take the others down
+                for group in (("content_mae",), ("fm", "adv"), ("pl_v",), ("pl_r",)):
+                    todo = [n for n in group if n in content_todo]
+                    if not todo:
+                        continue
+                    try:
+                        vals: dict[str, Any] = content_difference_values(
+                            t, p, m, [_CONTENT_BASE[n] for n in todo]
+                        )
+                    except (WeightsError, UsageError) as e:
+                        vals = {_CONTENT_BASE[n]: e for n in todo}
+                    for n in todo:
+                        v = vals[_CONTENT_BASE[n]]
+                        if isinstance(v, Exception):
+                            self._mark_unavailable(n, v)
+                            out[n] = float("nan")
+                        else:
+                            out[n] = float(v[0])
+        return out
+
+    def _mark_unavailable(self, name: str, why: Any) -> None:
+        """Record ``name`` (and the metrics sharing its network) as unavailable for this run."""
+        from .metrics import MetricUnavailable
+
+        base = why if isinstance(why, MetricUnavailable) else _as_unavailable(name, why)
+        names = next((g for g in _SHARED_NET if name in g), (name,))
+        for n in names:
+            if n not in self._unavailable:
+                self._unavailable[n] = MetricUnavailable(n, base.reason, base.fetch, list(base.notes))
+
+    def _summarise(self, name: str, vals: list[float]) -> Any:
+        """Mean over measurable images as a MetricResult (MetricUnavailable when none could be)."""
+        from .metrics import MetricResult, MetricUnavailable
+
+        if name in self._unavailable:
+            return self._unavailable[name]
+        meta = _metric_meta(name, self.faces.name)
+        arr = np.asarray(vals, np.float64)
+        ok = ~np.isnan(arr)
+        notes = list(meta["notes"])
+        if (~ok).any():
+            why = (
+                "without a region"
+                if name in NEEDS_REGION
+                else (
+                    "without a detectable face in the original" if name in NEEDS_FACES else "not measurable"
+                )
+            )
+            notes.append(f"{int((~ok).sum())} image(s) {why} left out")
+        if name.startswith("psnr"):
+            inf = np.isinf(arr)
+            if inf.any():
+                notes.append(f"{int(inf.sum())} unchanged image(s) (infinite PSNR) left out of the mean")
+            ok &= ~inf
+        if not ok.any():
+            if name in NEEDS_FACES:
+                why = f"no face found by {self.faces.name if name == 'identity_similarity' else _DETECTORS[name]} in any original"
+            elif name in NEEDS_REGION:
+                why = "no image has a region"
+            else:
+                why = "no image could be measured"
+            return MetricUnavailable(name, why, notes=notes)
+        extra = {"std": float(arr[ok].std())} if ok.sum() > 1 else {}
+        return MetricResult(
+            name=name,
+            value=float(arr[ok].mean()),
+            unit=meta["unit"],
+            higher_is_better=meta["higher_is_better"],
+            n=int(ok.sum()),
+            notes=notes,
+            library=meta["library"],
+            per_item=[float(v) for v in arr],
+            extra=extra,
+        )

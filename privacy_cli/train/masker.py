@@ -1,0 +1,593 @@
+"""Training of learned adversarial task masks (paper 003, Gupta et al. 2021, Sec. II).
+
+A U-Net masker gives a soft mask m; the top K% of m keep their soft value (m_topK), the rest is
+zeroed. The predictor sees ``x_p = m_topK * x``, the obfuscator ``x_o = (m - m_topK) * x``; both are
+the same network Φ. Training repeats 3 predictor steps (cross-entropy on the task label; masker and
+Φ updated) and 1 obfuscator step (cross-entropy between Φ(x_o) and the uniform distribution; masker
+only). ``adversarial=False`` drops the obfuscator step (the paper's non-adversarial baseline).
+
+Run folder (``out_dir``)::
+
+    config.json          K, size, classes, task, input kind, normalisation, face geometry, scores
+    masker.safetensors   the masker of the best validation epoch (U-Net, ``mask-unet``)
+    phi.safetensors      its Φ (``mask-phi``)
+    train_log.jsonl      one record per epoch (losses, validation accuracies, images/s)
+    checkpoint/          the last epoch's full state (networks, optimisers, counters) for resume
+
+Resuming from ``checkpoint/`` continues bit-identically: batches come from a generator seeded by
+``(seed, epoch)`` and the checkpoint is taken at epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError, UsageError, WeightsError
+from ..models.masker import MaskerUNet, TaskClassifier, topk_select
+
+LOG_FILE = "train_log.jsonl"
+CONFIG_FILE = "config.json"
+CKPT_DIR = "checkpoint"
+#: predictor steps per obfuscator step (paper 003, Sec. II-B)
+PREDICTOR_STEPS = 3
+
+
+@dataclass
+class MaskTrainConfig:
+    """Settings of one training run (see ``privpix train mask --help``)."""
+
+    out_dir: Path
+    keep: float = 25.0  # percent of pixels revealed (K)
+    size: int = 64  # model resolution (S x S)
+    input_kind: str = "image"  # "image": whole images; "face": detected face crops
+    face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
+    adversarial: bool = True
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    patience: int = 5  # epochs without a better validation trade-off before stopping (0: never)
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    base: int = 16  # masker width
+    task: str = "task"
+    quiet: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+@dataclass
+class Split:
+    """Images ``(N, S, S, 3)`` uint8 and labels ``(N,)`` int64."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class MaskTrainResult:
+    epoch: int
+    best_epoch: int
+    stopped_early: bool
+    val: dict[str, float]
+    out_dir: Path
+    device: str
+    images_per_s: float
+    resumed_from: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_config(c: MaskTrainConfig) -> None:
+    """UsageError for absurd settings (before any work)."""
+    if not 0 < c.keep <= 100:
+        raise UsageError(f"--keep {c.keep}: a percentage in (0, 100]")
+    if c.size < 16 or c.size % 16:
+        raise UsageError(f"--size {c.size}: a multiple of 16 (Φ halves it four times)")
+    if c.input_kind not in ("image", "face"):
+        raise UsageError(f"--input {c.input_kind!r}: use image or face")
+    if c.epochs < 1 or c.batch_size < 2 or c.lr <= 0 or c.patience < 0 or c.face_scale <= 0:
+        raise UsageError("epochs >= 1, batch size >= 2, lr > 0, patience >= 0 and face scale > 0 are needed")
+
+
+def _normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+class MaskTrainer:
+    """Masker + Φ with their two optimisers; one call per training step."""
+
+    def __init__(self, c: MaskTrainConfig, classes: int, mean: np.ndarray, std: np.ndarray, device: Any):
+        torch.manual_seed(c.seed)
+        self.c = c
+        self.device = device
+        self.masker = MaskerUNet(base=c.base).to(device)
+        self.phi = TaskClassifier(classes=classes, size=c.size).to(device)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
+        self.opt_pred = torch.optim.Adam([*self.masker.parameters(), *self.phi.parameters()], lr=c.lr)
+        self.opt_obf = torch.optim.Adam(self.masker.parameters(), lr=c.lr)
+
+    def split(self, x01: Tensor, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``(m, x_p, x_o)`` for images ``x01`` (B, 3, S, S) in [0, 1]: ``x_p = m_topK * x``,
+        ``x_o = (m - m_topK) * x``. ``straight_through``: gradients also reach the top-K selection
+        (:func:`~privacy_cli.models.masker.topk_select`); forward values are the same."""
+        m = self.masker(_normalise(x01, self.mean, self.std))
+        mk = m * topk_select(m, self.c.keep, straight_through)
+        return m, mk * x01, (m - mk) * x01
+
+    def predictor_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
+        self.masker.train()
+        self.phi.train()
+        _m, xp, _xo = self.split(x01, straight_through=True)
+        logits = self.phi(xp)
+        loss = F.cross_entropy(logits, y)
+        self.opt_pred.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_pred.step()
+        return {"loss_pred": float(loss.detach()), "acc_p": float((logits.argmax(1) == y).float().mean())}
+
+    def obfuscator_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
+        """Cross-entropy between Φ(x_o) and the uniform distribution; only the masker moves."""
+        self.masker.train()
+        self.phi.requires_grad_(False)
+        try:
+            m = self.masker(_normalise(x01, self.mean, self.std))
+            # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker through the
+            # selection (straight-through, see topk_select), not through the soft values: otherwise the
+            # cheapest way to hide the task from x_o is to dim it there rather than to reveal it.
+            sel = topk_select(m, self.c.keep, straight_through=True)
+            xo = m.detach() * (1.0 - sel) * x01
+            logits = self.obfuscator(xo)
+            loss = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+            self.opt_obf.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_obf.step()
+        finally:
+            self.phi.requires_grad_(True)
+        return {"loss_obf": float(loss.detach()), "acc_o": float((logits.argmax(1) == y).float().mean())}
+
+    def obfuscator(self, xo: Tensor) -> Tensor:
+        """Φ on ``x_o`` with the batch's own batch-norm statistics, running statistics untouched.
+
+        A convolution followed by batch-norm is blind to the input's scale, so the masker cannot hide
+        the task from the obfuscator by merely dimming it (small m outside the top K%): the task
+        pixels must leave x_o, i.e. enter the revealed top K%.
+        """
+        bns = [mod for mod in self.phi.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [(mod.training, mod.momentum) for mod in bns]
+        was = self.phi.training
+        self.phi.train()
+        for mod in bns:
+            mod.momentum = 0.0  # running = (1 - 0) * running: unchanged
+        try:
+            return self.phi(xo)
+        finally:
+            for mod, (tr, mom) in zip(bns, saved, strict=True):
+                mod.momentum = mom
+                mod.train(tr)
+            self.phi.train(was)
+
+    @torch.no_grad()
+    def evaluate(self, data: Split, batch: int = 256) -> dict[str, float]:
+        """Validation accuracies of Φ on x_p and x_o, and the trade-off score used for early stopping."""
+        self.masker.eval()
+        self.phi.eval()
+        n = len(data.y)
+        cp = co = 0
+        for idx in np.array_split(np.arange(n), max(1, math.ceil(n / batch))):
+            x01, y = _to_tensors(data.x[idx], data.y[idx], self.device)
+            _m, xp, xo = self.split(x01)
+            cp += int((self.phi(xp).argmax(1) == y).sum())
+            co += int((self.obfuscator(xo).argmax(1) == y).sum())
+        chance = float(np.bincount(data.y).max() / max(1, n))
+        acc_p, acc_o = cp / max(1, n), co / max(1, n)
+        score = acc_p - (max(0.0, acc_o - chance) if self.c.adversarial else 0.0)
+        return {"val_acc_p": acc_p, "val_acc_o": acc_o, "val_chance": chance, "val_score": score}
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def weights(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return _cpu(self.masker.state_dict()), _cpu(self.phi.state_dict())
+
+    def save_checkpoint(self, path: Path, counters: dict[str, Any]) -> None:
+        """Networks, optimisers and counters, atomically (temp folder + rename)."""
+        from safetensors.torch import save_file
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        mk, ph = self.weights()
+        save_file(mk, str(tmp / "masker.safetensors"))
+        save_file(ph, str(tmp / "phi.safetensors"))
+        torch.save({"pred": self.opt_pred.state_dict(), "obf": self.opt_obf.state_dict()}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps(counters, indent=1))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        try:
+            self.masker.load_state_dict(load_file(str(path / "masker.safetensors")))
+            self.phi.load_state_dict(load_file(str(path / "phi.safetensors")))
+            opt = torch.load(path / "optim.pt", map_location=self.device, weights_only=True)
+            self.opt_pred.load_state_dict(opt["pred"])
+            self.opt_obf.load_state_dict(opt["obf"])
+            return json.loads((path / "state.json").read_text())
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise WeightsError(f"{path}: cannot resume ({type(e).__name__}: {e}); use --no-resume") from None
+
+
+def _cpu(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
+
+
+def _to_tensors(x: np.ndarray, y: np.ndarray, device: Any) -> tuple[Tensor, Tensor]:
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return xt, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of images ``(N, S, S, 3)`` uint8, in [0, 1] units."""
+    f = x.reshape(-1, 3).astype(np.float64) / 255.0
+    return f.mean(0).astype(np.float32), np.maximum(f.std(0), 1e-3).astype(np.float32)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _save_final(out: Path, masker: dict[str, Tensor], phi: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    for name, sd in (("masker", masker), ("phi", phi)):
+        tmp = out / f".{name}.safetensors.tmp"
+        save_file(sd, str(tmp), metadata={"format": "privpix-learned-mask"})
+        tmp.replace(out / f"{name}.safetensors")
+
+
+def fit(
+    c: MaskTrainConfig,
+    train: Split,
+    val: Split,
+    classes: list[str],
+    extra_config: dict[str, Any] | None = None,
+) -> MaskTrainResult:
+    """Train (or resume) on in-memory splits of ``(N, S, S, 3)`` uint8 images; writes the run folder.
+
+    ``extra_config`` is merged into ``config.json`` (data source, face geometry, ...).
+    """
+    from ..cli.output import Output
+    from ..runtime import choose_device
+
+    check_config(c)
+    if train.x.shape[1:] != (c.size, c.size, 3) or len(train.y) < c.batch_size:
+        raise InputError(
+            f"training images must be {c.size}x{c.size}x3 and at least one batch ({c.batch_size}); "
+            f"got {len(train.y)} of {train.x.shape[1:]}"
+        )
+    if len(val.y) < 2:
+        raise InputError("the validation split needs at least two images")
+    out = Path(c.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = choose_device(c.device)
+    mean, std = channel_stats(train.x)
+    tr = MaskTrainer(c, len(classes), mean, std, device)
+    ckpt = out / CKPT_DIR
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": 0, "bad": 0}
+    history: list[dict[str, Any]] = []
+    resumed = None
+    if c.resume and (ckpt / "state.json").is_file():
+        state = tr.load_checkpoint(ckpt)
+        history = state.pop("history", [])
+        resumed = state["epoch"]
+    ui = Output(False, c.quiet)
+    config = {
+        "format": "privpix-learned-mask",
+        "version": 1,
+        "keep": c.keep,
+        "size": c.size,
+        "classes": list(classes),
+        "task": c.task,
+        "input": c.input_kind,
+        "face_scale": c.face_scale if c.input_kind == "face" else None,
+        "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "range": "0-1"},
+        "adversarial": c.adversarial,
+        "masker": {"arch": "mask-unet", "base": c.base, "depth": 3},
+        "phi": {"arch": "mask-phi", "classes": len(classes), "size": c.size},
+        "train": c.to_json(),
+        "images": {"train": int(len(train.y)), "val": int(len(val.y))},
+        **(extra_config or {}),
+    }
+    n = len(train.y)
+    steps_per_epoch = n // c.batch_size
+    stopped = False
+    rate = 0.0
+    with (out / LOG_FILE).open("a", encoding="utf-8") as log:
+        if resumed is not None:
+            ui.info(f"resuming {out} at epoch {resumed}")
+        log.write(
+            json.dumps(
+                {
+                    "event": "start",
+                    "time": time.time(),
+                    "epoch": state["epoch"],
+                    "device": str(device),
+                    "config": c.to_json(),
+                }
+            )
+            + "\n"
+        )
+        while state["epoch"] < c.epochs:
+            if c.patience and state["bad"] >= c.patience:
+                stopped = True
+                break
+            epoch = state["epoch"]
+            gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=gen).numpy()
+            sums: dict[str, list[float]] = {}
+            t0 = time.perf_counter()
+            with ui.progress(steps_per_epoch, f"epoch {epoch + 1}/{c.epochs}") as bar:
+                for b in range(steps_per_epoch):
+                    idx = np.sort(order[b * c.batch_size : (b + 1) * c.batch_size])
+                    x01, y = _to_tensors(train.x[idx], train.y[idx], device)
+                    obf = c.adversarial and state["step"] % (PREDICTOR_STEPS + 1) == PREDICTOR_STEPS
+                    logs = tr.obfuscator_step(x01, y) if obf else tr.predictor_step(x01, y)
+                    state["step"] += 1
+                    for k, v in logs.items():
+                        sums.setdefault(k, []).append(v)
+                    if bar is not None:
+                        bar.advance()
+            secs = time.perf_counter() - t0
+            rate = steps_per_epoch * c.batch_size / max(secs, 1e-9)
+            ev = tr.evaluate(val)
+            state["epoch"] = epoch + 1
+            rec = {
+                "epoch": epoch + 1,
+                "step": state["step"],
+                **{k: float(np.mean(v)) for k, v in sums.items()},
+                **ev,
+                "images_per_s": rate,
+                "time": time.time(),
+            }
+            if ev["val_score"] >= state["best_score"]:  # on a tie the longer-trained model
+                state.update(best_score=ev["val_score"], best_epoch=epoch + 1, bad=0)
+                _save_final(out, *tr.weights())
+                config.update(
+                    best_epoch=epoch + 1, val={k: ev[k] for k in ("val_acc_p", "val_acc_o", "val_chance")}
+                )
+                _atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2))
+                rec["best"] = True
+            else:
+                state["bad"] += 1
+            history.append({k: rec[k] for k in ("epoch", "val_acc_p", "val_acc_o", "val_score")})
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            tr.save_checkpoint(ckpt, {**state, "history": history})
+            ui.info(
+                f"epoch {epoch + 1}: predictor {ev['val_acc_p']:.3f}, obfuscator {ev['val_acc_o']:.3f} "
+                f"(chance {ev['val_chance']:.3f}) on validation; {rate:.0f} images/s"
+            )
+    best = next((h for h in history if h["epoch"] == state["best_epoch"]), {})
+    return MaskTrainResult(
+        epoch=state["epoch"],
+        best_epoch=state["best_epoch"],
+        stopped_early=stopped,
+        val={k: float(v) for k, v in best.items() if k != "epoch"},
+        out_dir=out,
+        device=str(device),
+        images_per_s=rate,
+        resumed_from=resumed,
+        history=history,
+    )
+
+
+def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
+    """A trainer holding a run folder's masker and Φ (eval mode), for scoring it on new data."""
+    from safetensors.torch import load_file
+
+    from ..methods.learned_mask import read_run
+
+    info = read_run(run_dir)
+    cfg = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    c = MaskTrainConfig(
+        out_dir=Path(run_dir),
+        keep=info.keep,
+        size=info.size,
+        base=info.base,
+        adversarial=bool(cfg.get("adversarial", True)),
+        device=str(device),
+    )
+    tr = MaskTrainer(c, len(info.classes), np.asarray(info.mean), np.asarray(info.std), device)
+    try:
+        tr.masker.load_state_dict(load_file(str(Path(run_dir) / "masker.safetensors")))
+        tr.phi.load_state_dict(load_file(str(Path(run_dir) / "phi.safetensors")))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise WeightsError(f"{run_dir}: cannot load the run's networks ({type(e).__name__}: {e})") from None
+    tr.masker.eval()
+    tr.phi.eval()
+    return tr
+
+
+def evaluate_run(
+    run_dir: Path, data: Split, keep: float | None = None, device: Any = "cpu"
+) -> dict[str, float]:
+    """Accuracy of the run's Φ on x_p and x_o of ``data`` (at its K, or ``keep``), as in validation."""
+    tr = load_run(run_dir, device)
+    if keep is not None:
+        tr.c.keep = float(keep)
+    ev = tr.evaluate(data)
+    return {k[4:]: v for k, v in ev.items()}
+
+
+def fit_classifier(
+    train: Split,
+    val: Split,
+    classes: int,
+    size: int,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: Any = "cpu",
+) -> tuple[TaskClassifier, dict[str, float]]:
+    """A task classifier Φ trained on unmasked images (the utility judge, in place of the paper's
+    SlimCNN / FERAtt); returns it in eval mode with its best validation accuracy."""
+    from ..runtime import choose_device
+
+    dev = choose_device(device)
+    torch.manual_seed(seed)
+    phi = TaskClassifier(classes=classes, size=size).to(dev)
+    opt = torch.optim.Adam(phi.parameters(), lr=lr)
+    best, best_sd = -1.0, None
+    for epoch in range(epochs):
+        phi.train()
+        order = torch.randperm(
+            len(train.y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        ).numpy()
+        for b in range(len(order) // batch_size):
+            x01, y = _to_tensors(
+                train.x[np.sort(order[b * batch_size : (b + 1) * batch_size])],
+                train.y[np.sort(order[b * batch_size : (b + 1) * batch_size])],
+                dev,
+            )
+            loss = F.cross_entropy(phi(x01), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        acc = classifier_accuracy(phi, val, dev)
+        if acc > best:
+            best, best_sd = acc, _cpu(phi.state_dict())
+    assert best_sd is not None
+    phi.load_state_dict(best_sd)
+    phi.eval()
+    return phi, {"val_acc": best}
+
+
+@torch.no_grad()
+def classifier_accuracy(phi: TaskClassifier, data: Split, device: Any = "cpu", batch: int = 256) -> float:
+    """Accuracy of ``phi`` (eval mode) on ``data`` images ``(N, S, S, 3)`` uint8."""
+    phi.eval()
+    correct = 0
+    for i in range(0, len(data.y), batch):
+        x01, y = _to_tensors(data.x[i : i + batch], data.y[i : i + batch], device)
+        correct += int((phi(x01).argmax(1) == y).sum())
+    return correct / max(1, len(data.y))
+
+
+# ---------------------------------------------------------------------------- from a dataset
+
+
+def prepare_images(
+    samples: list,
+    size: int,
+    input_kind: str = "image",
+    face_scale: float = 1.6,
+    device: str = "cpu",
+    on_skip: Any = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load ``TaskSample`` images to ``(N, size, size, 3)`` uint8: whole images resized (aspect not
+    kept, as at apply time), or the largest detected face cropped in the apply geometry. Returns
+    ``(x, y, names)``; face images where no face is found are skipped (``on_skip(name)``)."""
+    import cv2
+
+    from ..methods.learned_mask import detect_faces, face_crop
+
+    xs, ys, names = [], [], []
+    for s in samples:
+        rgb = s.rgb()
+        if input_kind == "face":
+            boxes = detect_faces(rgb, device)
+            if not boxes:
+                if on_skip:
+                    on_skip(s.name)
+                continue
+            big = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+            crop, _mat = face_crop(rgb, big, face_scale, size)
+        else:
+            crop = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        xs.append(crop)
+        ys.append(s.label)
+        names.append(s.name)
+    if not xs:
+        raise InputError(
+            "no usable training image" + (" (no face found in any)" if input_kind == "face" else "")
+        )
+    return np.stack(xs), np.asarray(ys, np.int64), names
+
+
+def split_data(data: Any, val_fraction: float, seed: int, max_images: int | None = None) -> tuple[list, list]:
+    """(train, val) samples: the published partition when the data has one, else a seeded random
+    ``val_fraction`` (stratified by nothing; at least one image)."""
+    samples = list(data.samples)
+    if any(s.split == "train" for s in samples) and any(s.split == "val" for s in samples):
+        tr, va = [s for s in samples if s.split == "train"], [s for s in samples if s.split == "val"]
+    else:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(samples))
+        nv = max(1, round(val_fraction * len(samples)))
+        va = [samples[i] for i in sorted(order[:nv])]
+        tr = [samples[i] for i in sorted(order[nv:])]
+    if max_images:
+        tr = tr[:max_images]
+        va = va[: max(1, max_images // 5)]
+    return tr, va
+
+
+def train_mask(
+    c: MaskTrainConfig,
+    data_dir: Path,
+    labels: Path | None = None,
+    dataset: str = "auto",
+    val_fraction: float = 0.1,
+    max_images: int | None = None,
+) -> MaskTrainResult:
+    """Read a task dataset (:mod:`privacy_cli.train.task_data`), prepare it at ``c.size`` and fit."""
+    from .task_data import open_task_data
+
+    check_config(c)
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"--val-fraction {val_fraction}: in (0, 1)")
+    data = open_task_data(Path(data_dir), labels, dataset)
+    tr, va = split_data(data, val_fraction, c.seed, max_images)
+    skipped: list[str] = []
+    xt, yt, _ = prepare_images(tr, c.size, c.input_kind, c.face_scale, c.device, skipped.append)
+    xv, yv, _ = prepare_images(va, c.size, c.input_kind, c.face_scale, c.device, skipped.append)
+    if c.task == "task":
+        c.task = data.task
+    extra = {"data": {"source": str(data_dir), "kind": data.kind, "skipped_no_face": len(skipped)}}
+    return fit(c, Split(xt, yt), Split(xv, yv), data.classes, extra)
+
+
+__all__ = [
+    "MaskTrainConfig",
+    "MaskTrainResult",
+    "MaskTrainer",
+    "Split",
+    "classifier_accuracy",
+    "evaluate_run",
+    "fit_classifier",
+    "fit",
+    "load_run",
+    "prepare_images",
+    "train_mask",
+]

@@ -1,0 +1,74 @@
+"""privpix perturb on real faces (shared/datasets/faces-id), judged by models the test runs itself.
+
+Subset: the first photo of each of 6 identities (identities.csv order: img1, img3, img8, img13,
+img16, img18), downscaled to a 512-px long side and saved as JPEG q95 (small images keep the test
+quick; faces are 150-300 px there, the sizes typical of shared photos).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory):
+    if not (FACES_ID / "identities.csv").is_file():
+        pytest.skip(f"real face photos not available ({FACES_ID} is absent)")
+    from PIL import Image
+
+    first: dict[str, str] = {}
+    with open(FACES_ID / "identities.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            first.setdefault(row["identity"], row["file"])
+    folder = tmp_path_factory.mktemp("faces")
+    for name in list(first.values())[:6]:
+        im = Image.open(FACES_ID / name).convert("RGB")
+        im.thumbnail((512, 512))
+        im.save(folder / name, quality=95)
+    return folder
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_dlib_cloaking_defeats_real_dlib(subset, tmp_path):
+    """After --target dlib-resnet --epsilon 8, real dlib matches at most 20% of the saved JPEGs to
+    their originals, while dlib's HOG detector still finds the face; --json says so per image."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from privacy_cli.cli.app import app
+    from privacy_cli.faceid import default_recognizer
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["perturb", str(subset), "-o", str(out), "-t", "dlib-resnet", "-e", "8", "--json", "--quiet"]
+    )
+    assert r.exit_code == 0, r.output
+    records = {Path(x["input"]).name: x for x in map(json.loads, r.stdout.splitlines()) if x.get("input")}
+    rec = default_recognizer()
+    matched = found = 0
+    names = sorted(p.name for p in subset.iterdir())
+    assert len(records) == len(names) == 6
+    for name in names:
+        orig = np.asarray(Image.open(subset / name).convert("RGB"))
+        saved = np.asarray(Image.open(out / name).convert("RGB"))
+        box = rec.locate(orig)[0]
+        is_match = rec.find_identity_match(rec.embed(orig, box), saved, box)
+        matched += is_match
+        found += bool(rec.locate(saved))
+        # the command's own verdict agrees with the independent check
+        assert records[name]["targets"]["dlib-resnet"]["success"] == (not is_match)
+        assert records[name]["linf_saved"] <= 8 + 12  # epsilon plus JPEG q95's own error
+        assert _psnr(orig, saved) >= 35
+    assert matched / len(names) <= 0.2
+    assert found / len(names) >= 0.9
