@@ -75,6 +75,9 @@ def _register() -> None:
     from . import perturb_cmd
 
     app.command("perturb")(perturb_cmd.perturb)
+    from . import deidentify_cmd
+
+    app.command("deidentify")(deidentify_cmd.deidentify)
     from . import detect_cmd
 
     app.command("detect")(detect_cmd.detect)

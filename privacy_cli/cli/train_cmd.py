@@ -380,3 +380,86 @@ def mask(
             f"best epoch {res.best_epoch}/{res.epoch}: predictor accuracy {acc_p:.3f}, "
             f"obfuscator {acc_o:.3f} on validation; run folder {res.out_dir}"
         )
+
+
+@app.command("deidentify")
+@cli_errors
+def deidentify(
+    faces: Annotated[
+        Path, typer.Argument(help="Folder of face photos (aligned on the fly).", show_default=False)
+    ],
+    beta: Annotated[
+        float, typer.Option("--beta", "-b", min=0.0, max=1.0, help="Target identity similarity (0 = none).")
+    ] = 0.0,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Run folder: checkpoint.pt, train_log.jsonl, privacy_<beta>.pt."),
+    ] = Path("runs/deidentify"),
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="AdamW learning rate.")] = 1e-4,
+    lambda_id: Annotated[float, typer.Option("--lambda-id", min=0.0)] = 0.1,
+    lambda_l2: Annotated[float, typer.Option("--lambda-l2", min=0.0)] = 1.0,
+    lambda_lpips: Annotated[float, typer.Option("--lambda-lpips", min=0.0)] = 0.8,
+    init: Annotated[
+        str, typer.Option("--init", help="psp-ffhq-encode (registry) or a pSp-layout checkpoint file.")
+    ] = "psp-ffhq-encode",
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda (auto: CUDA when present).")
+    ] = "auto",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 100,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Ignore checkpoint.pt in --out.")] = False,
+    no_install: Annotated[
+        bool, typer.Option("--no-install", help="Do not copy the model into <weights dir>/private-encoder/.")
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Train a Private-Encoder model for --beta (paper 004): pSp fine-tuned with |beta - cos| identity loss.
+
+    Needs psp-ffhq-encode, arcface-ir-se50 and alexnet weights (privpix weights fetch NAME).
+
+    Example:
+      privpix train deidentify faces/ --beta 0.2 --steps 20000 --device cuda
+    """
+    from ..train.deidentify import DeidTrainConfig, train_deidentify
+
+    out_ = Output(json_, quiet)
+    res = train_deidentify(
+        DeidTrainConfig(
+            data=faces,
+            beta=beta,
+            out_dir=out,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            lambda_id=lambda_id,
+            lambda_l2=lambda_l2,
+            lambda_lpips=lambda_lpips,
+            init=init,
+            device=device,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            resume=not no_resume,
+            install=not no_install,
+            quiet=quiet or json_,
+        )
+    )
+    record = {
+        "step": res.step,
+        "beta": beta,
+        "weights": str(res.weights),
+        "installed": str(res.installed) if res.installed else None,
+        "checkpoint": str(res.checkpoint),
+        "log": str(res.log),
+        "device": res.device,
+        "resumed_from": res.resumed_from,
+        "faces": res.faces,
+        "skipped": res.skipped,
+        "losses": res.losses,
+    }
+    if json_:
+        out_.emit_json(record)
+    else:
+        out_.line(f"trained to step {res.step} on {res.device}; model for beta {beta:g}: {res.weights}")

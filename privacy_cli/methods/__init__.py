@@ -34,6 +34,7 @@ _METHOD_MODULES = {
     "erase": "privacy_cli.methods.erase",
     "stylize": "privacy_cli.methods.stylize",
     "perturb": "privacy_cli.methods.perturb",
+    "deidentify": "privacy_cli.methods.deidentify",
 }
 
 
