@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from privacy_cli.cli.weights_cmd import app
@@ -71,3 +72,34 @@ def test_verify_reports_pins_for_every_entry(wenv):
     assert not rows["big-lama-fashn"]["revision_pinned"] and not rows["big-lama-fashn"]["sha256_pinned"]
     r = runner.invoke(app, ["verify"])
     assert "big-lama: not present (revision 7dfbdc6dc276; sha256 pinned)" in r.output
+
+
+def test_min_revision_is_checked_and_the_resolved_commit_recorded(tmp_path, monkeypatch):
+    """A branch fetch of an entry with min_revision: an LFS pointer or an older commit is refused, a
+    newer one is recorded in the weights dir (the Hub's commit list is the one network stand-in)."""
+    from test_weights_loading import put_in_hf_cache
+
+    from privacy_cli.errors import WeightsError
+    from privacy_cli.weights import resolve
+    from privacy_cli.weights.registry import get_weights
+
+    entry = get_weights("cartoongan-hayao")
+    new, old, base = "c" * 40, "b" * 40, "a37a3be" + "0" * 33
+    history = {new: [new, base, old], old: [old]}
+    monkeypatch.setattr(resolve, "_commit_history", lambda e, commit: history.get(commit, []))
+    weights = tmp_path / "w"
+    real = tmp_path / "real.pth"
+    real.write_bytes(b"\x80\x02weights" * 100)
+    pointer = tmp_path / "pointer"
+    pointer.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:8ab0\nsize 44529096\n")
+
+    path = put_in_hf_cache(tmp_path / "hf", entry.repo_id, entry.filename, real, commit=new)
+    assert resolve.check_min_revision(entry, path, weights) == new
+    recorded = json.loads((weights / resolve.RESOLVED_REVISIONS).read_text())
+    assert recorded["cartoongan-hayao"]["commit"] == new
+    old_path = put_in_hf_cache(tmp_path / "hf2", entry.repo_id, entry.filename, real, commit=old)
+    with pytest.raises(WeightsError, match="older than a37a3be"):
+        resolve.check_min_revision(entry, old_path, weights)
+    lfs = put_in_hf_cache(tmp_path / "hf3", entry.repo_id, entry.filename, pointer, commit=old)
+    with pytest.raises(WeightsError, match="Git LFS pointer"):
+        resolve.check_min_revision(entry, lfs, weights)

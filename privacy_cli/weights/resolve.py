@@ -517,8 +517,53 @@ def download(
             f"{entry.name}: download from {entry.origin} failed ({type(e).__name__}: {msg}); "
             f"check the connection, or run `privpix weights import {entry.name} FILE` with a copy you have"
         ) from None
+    if entry.repo_id and entry.min_revision:
+        check_min_revision(entry, path, weights_dir)
     log.info("downloaded %s to %s in %.1fs", entry.name, path, time.perf_counter() - t0)
     return Located(entry, path, where)
+
+
+RESOLVED_REVISIONS = "resolved-revisions.json"
+
+
+def _commit_history(entry: WeightsEntry, commit: str) -> list[str]:
+    """Commit ids of ``entry``'s Hub repo reachable from ``commit``, newest first (network)."""
+    from huggingface_hub import HfApi
+
+    return [c.commit_id for c in HfApi().list_repo_commits(entry.repo_id, revision=commit)]
+
+
+def check_min_revision(entry: WeightsEntry, path: Path, weights_dir: str | Path | None = None) -> str:
+    """After a Hub download of an entry with ``min_revision``: the commit the branch resolved to (from
+    the HF cache path ``snapshots/<commit>/<filename>``) must contain ``min_revision`` in its history
+    and the file must not be a Git LFS pointer. Records the commit in ``<weights dir>/resolved-revisions.json``
+    and returns it; raises :class:`WeightsError` otherwise (the file is not used)."""
+    parts = path.parts
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else ""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise WeightsError(
+            f"{entry.name}: {entry.origin} resolved to commit {commit[:12] or '?'}, which holds a Git LFS "
+            f"pointer, not the weights (the weights are at or after commit {entry.min_revision})"
+        )
+    history = _commit_history(entry, commit) if commit else []
+    if not any(c.startswith(entry.min_revision) for c in history):
+        raise WeightsError(
+            f"{entry.name}: {entry.origin} resolved to commit {commit[:12] or '?'}, which is older than "
+            f"{entry.min_revision} (earlier revisions hold other bytes); not used"
+        )
+    record = get_weights_dir(weights_dir) / RESOLVED_REVISIONS
+    record.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[entry.name] = {"repo_id": entry.repo_id, "filename": entry.filename, "commit": commit}
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, record)
+    return commit
 
 
 # ---------------------------------------------------------------------------------------------
