@@ -44,6 +44,11 @@ _DEBUG = os.environ.get("PRIVPIX_DEBUG", "") not in ("", "0")
 
 
 def _import_ray() -> Any:
+    # Ray (2.45+) re-runs `uv run` in every worker when the driver was started by `uv run`, in a copy
+    # of the working directory: that environment is synced without optional extras, so the workers
+    # lack Ray itself (privpix[ray] is an extra) and never register. Workers use the driver's
+    # interpreter instead; read by Ray at import, so set before it (a user's own setting wins).
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
         import ray.data  # noqa: F401
