@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from .image_cmds import run_method
-from .options import CommonArgs, _p, image_command
+from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command
 
 
 def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
@@ -190,19 +190,7 @@ deidentify = image_command(
             ],
             None,
         ),
-        _p(
-            "weights_dir",
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--weights-dir",
-                    envvar="PRIVPIX_WEIGHTS_DIR",
-                    help="Folder of checkpoints (see privpix weights).",
-                ),
-            ],
-            None,
-        ),
-        _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+        *WEIGHTS_PARAMS,
     ],
     _run,
     """De-identify faces: natural faces with the pose, expression and lighting kept but nobody's identity.

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .image_cmds import EXAMPLES, run_method
-from .options import CommonArgs, _p, image_command
+from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command
 
 
 def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
@@ -72,19 +71,7 @@ erase = image_command(
             ],
             None,
         ),
-        _p(
-            "weights_dir",
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--weights-dir",
-                    envvar="PRIVPIX_WEIGHTS_DIR",
-                    help="Folder of checkpoints (see privpix weights).",
-                ),
-            ],
-            None,
-        ),
-        _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+        *WEIGHTS_PARAMS,
     ],
     _run,
     "Erase faces and personal text (or given regions): inpaint them with natural, different content."

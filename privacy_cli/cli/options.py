@@ -281,6 +281,25 @@ COMMON_PARAMS = [
 _COMMON_NAMES = [p.name for p in COMMON_PARAMS]
 
 
+#: ``--weights-dir`` / ``--offline`` of every image command that loads checkpoints (erase, stylize,
+#: perturb, deidentify); the command passes them to :func:`privacy_cli.weights.configure`
+WEIGHTS_PARAMS = [
+    _p(
+        "weights_dir",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--weights-dir",
+                envvar="PRIVPIX_WEIGHTS_DIR",
+                help="Folder of checkpoints (see privpix weights).",
+            ),
+        ],
+        None,
+    ),
+    _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+]
+
+
 def image_command(
     extra: list[inspect.Parameter],
     run: Callable[[CommonArgs, dict[str, Any]], int],

@@ -13,7 +13,7 @@ from ..errors import MethodError, UsageError
 from ..io import Job, plan_outputs
 from ..pipeline import Result, process_file
 from .batch import run_jobs
-from .options import CommonArgs, _p, image_command, split_list
+from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command, split_list
 from .output import Output
 
 LOSSY = {".jpg", ".jpeg", ".webp", ".heic", ".heif"}
@@ -200,15 +200,7 @@ perturb = image_command(
             False,
         ),
         _p("seed", Annotated[int, typer.Option("--seed", help="Random seed (PGD start, EOT).")], 0),
-        _p(
-            "weights_dir",
-            Annotated[
-                Path | None,
-                typer.Option("--weights-dir", envvar="PRIVPIX_WEIGHTS_DIR", help="Folder of checkpoints."),
-            ],
-            None,
-        ),
-        _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+        *WEIGHTS_PARAMS,
     ],
     _run,
     "Perturb photos imperceptibly so that machines (scene classifiers, face detectors, face recognisers) "

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .image_cmds import run_method
-from .options import CommonArgs, _p, image_command
+from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command
 
 STYLE_HELP = (
     "cartoon, watercolor, sketch (OpenCV, offline); ukiyoe (CycleGAN), hayao (CartoonGAN), face-paint, "
@@ -89,19 +88,7 @@ stylize = image_command(
             ],
             "bilinear",
         ),
-        _p(
-            "weights_dir",
-            Annotated[
-                Path | None,
-                typer.Option(
-                    "--weights-dir",
-                    envvar="PRIVPIX_WEIGHTS_DIR",
-                    help="Folder of checkpoints (see privpix weights).",
-                ),
-            ],
-            None,
-        ),
-        _p("offline", Annotated[bool, typer.Option("--offline", help="Never download weights.")], False),
+        *WEIGHTS_PARAMS,
     ],
     _run,
     "Render photos in an artistic style (whole image by default; with --detect/--mask/--boxes only inside "
