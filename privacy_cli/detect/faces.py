@@ -15,6 +15,12 @@
 * **Turned photos** (90, 180, 270 degrees without EXIF orientation): when a face only CenterFace
   found has its landmarks on its side or upside down, or nothing is found at all, both run again
   on the photo turned upright, at lower resolution (MTCNN from 2x ``min_face_size``).
+* **Reframing.** A face only CenterFace found, or one MTCNN scores below 0.99 (MTCNN fires on
+  faces lying on their side with ~0.9 and a box 1.4x too long along the wrong axis), is searched
+  again by MTCNN on a 160 px crop around it in the four quarter turns, and takes MTCNN's box for
+  the face seen upright when there is one. Boxes from a pass that saw a face upright win over
+  boxes of the same face seen sideways. Masks then hug the face whichever way up it is stored
+  (change outside faces on turned photos: benchmarks/bench_face_recall.py).
 
 ``"faces-mtcnn"`` (:class:`MTCNNFaceDetector`) is our cascade driver:
 
@@ -77,6 +83,13 @@ NMS_IOU = 0.4
 DEFAULT_CF_THRESHOLD = 0.2
 DEFAULT_CF_PIXELS = 500_000
 DEFAULT_ROT_PIXELS = 300_000
+#: A face only CenterFace found is looked for again by MTCNN on a crop of this many times its box,
+#: resized to at most ``REFRAME_SIDE`` px, in the four quarter turns (see FaceDetector._reframe).
+REFRAME_CROP = 1.8
+REFRAME_SIDE = 160
+#: MTCNN detections scoring below this are reframed too (every upright face of faces-id scores
+#: >= 0.99; MTCNN fires on faces lying on their side with ~0.9 and a box along the wrong axis).
+SURE_SCORE = 0.99
 #: A box overlapping a higher-scoring one by this much (intersection / smaller area) is a duplicate
 #: (one inside the other, as in MTCNN's final "Min" NMS).
 CONTAIN = 0.7
@@ -547,25 +560,66 @@ class FaceDetector:
         self.threshold = self.mtcnn.threshold
         self.last_turns: list[int] = []
 
-    def _pass(self, image: np.ndarray, fine: bool, pixels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Both detectors on ``image``: (N, 4) boxes, (N,) scores, and the quarter turns suggested by
-        faces only CenterFace found."""
-        found = (self.mtcnn if fine else self.coarse).detect(image)
-        kept = [np.array(r.box) for r in found]
-        scores = [r.score for r in found]
-        turns: list[int] = []
+    def _reframe(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """MTCNN's box and score for a face only CenterFace found at ``box`` (x0, y0, x1, y1 px), or
+        None. MTCNN runs on a crop of REFRAME_CROP x the box (at most REFRAME_SIDE px) in the four
+        quarter turns; the best detection containing the box centre is mapped back to ``image``.
+
+        CenterFace boxes a face it sees sideways or upside down along the wrong axes (a face on its
+        side gets a box 1.4x too long), and at low input resolution too tall; MTCNN's box for the
+        face seen upright is tight. Costs four MTCNN runs on a 160 px image per such face."""
+        h, w = image.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = REFRAME_CROP * max(box[2] - box[0], box[3] - box[1]) / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(w, math.ceil(cx + half))), int(min(h, math.ceil(cy + half)))
+        if x1 - x0 < 12 or y1 - y0 < 12:
+            return None
+        s = min(1.0, REFRAME_SIDE / max(x1 - x0, y1 - y0))
+        size = (max(12, round((x1 - x0) * s)), max(12, round((y1 - y0) * s)))
+        crop = _resize(np.ascontiguousarray(image[y0:y1, x0:x1]), size)
+        sx, sy = (x1 - x0) / size[0], (y1 - y0) / size[1]
+        best: tuple[np.ndarray, float] | None = None
+        for k in range(4):
+            found = self.mtcnn.detect(np.ascontiguousarray(np.rot90(crop, k)))
+            if not found:
+                continue
+            bs = _unrotate_boxes(np.array([r.box for r in found], np.float64), k, *size)
+            bs = bs * [sx, sy, sx, sy] + [x0, y0, x0, y0]
+            for b, r in zip(bs, found, strict=True):
+                if b[0] <= cx <= b[2] and b[1] <= cy <= b[3] and (best is None or r.score > best[1]):
+                    best = (b, float(r.score))
+        return best
+
+    def _pass(
+        self, image: np.ndarray, fine: bool, pixels: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Both detectors on ``image``: (N, 4) boxes, (N,) scores, (N,) bool "sure" (MTCNN's box,
+        possibly found by :meth:`_reframe`) and (N,) quarter turns (the ``np.rot90`` k that makes a
+        face only CenterFace found upright according to its landmarks; 0 for the others)."""
+        kept, scores, sure, turns = [], [], [], []
+        for r in (self.mtcnn if fine else self.coarse).detect(image):
+            box, score = np.array(r.box, np.float64), float(r.score)
+            if score < SURE_SCORE:  # a face on its side can score 0.9 with a box 1.4x too long
+                better = self._reframe(image, box)
+                if better is not None and better[1] > score:
+                    box, score = better
+            kept.append(box)
+            scores.append(score)
+            sure.append(True)
+            turns.append(0)
         if self.cf is not None:
             h, w = image.shape[:2]
             scale = min(2.0, math.sqrt(pixels / float(w * h)))
             for b, sc, m in zip(*self.cf.find(image, scale), strict=True):
                 if not _overlaps(b, kept, 0.3, 0.6):
-                    kept.append(b)
-                    scores.append(float(sc))
-                    k = _turn_for(m)
-                    if k:
-                        turns.append(k)
+                    better = self._reframe(image, b)
+                    kept.append(b if better is None else better[0])
+                    scores.append(float(sc) if better is None else max(float(sc), better[1]))
+                    sure.append(better is not None)
+                    turns.append(_turn_for(m))
         boxes = np.array(kept, np.float64).reshape(-1, 4)
-        return boxes, np.array(scores, np.float64), turns
+        return boxes, np.array(scores, np.float64), np.array(sure, bool), np.array(turns, np.int64)
 
     def detect(self, image: np.ndarray) -> list[Region]:
         """Faces in ``image`` (H, W, 3) uint8 RGB -> Regions kind "face", boxes in original pixels."""
@@ -573,19 +627,28 @@ class FaceDetector:
         h, w = image.shape[:2]
         if min(h, w) < 12:
             return []
-        boxes, scores, turns = self._pass(image, True, self.cf_pixels)
-        todo = sorted(set(turns)) if len(boxes) else [1, 2, 3]
+        boxes, scores, sure, turns = self._pass(image, True, self.cf_pixels)
+        todo = sorted(set(turns[turns > 0].tolist())) if len(boxes) else [1, 2, 3]
         self.last_turns = todo if self.rotations else []
-        all_boxes, all_scores = [boxes], [scores]
+        # Merge order: MTCNN's boxes (found directly or by _reframe), CenterFace's upright faces,
+        # the turned passes, then CenterFace's sideways/upside-down boxes: a face is boxed by the
+        # pass that saw it upright where there is one (CenterFace's box for a face on its side is
+        # stretched along the wrong axis).
+        first = sure | (turns == 0)
+        order = [np.flatnonzero(sure), np.flatnonzero(~sure & (turns == 0))]
+        all_boxes = [boxes[i] for i in order]
+        all_scores = [scores[i] for i in order]
         for k in self.last_turns:
-            b, s, _ = self._pass(np.ascontiguousarray(np.rot90(image, k)), False, self.rot_pixels)
+            b, s, _, _ = self._pass(np.ascontiguousarray(np.rot90(image, k)), False, self.rot_pixels)
             if len(b):
                 all_boxes.append(_unrotate_boxes(b, k, w, h))
                 all_scores.append(s)
+        all_boxes.append(boxes[~first])
+        all_scores.append(scores[~first])
         boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
         out: list[np.ndarray] = []
         regions = []
-        for i in range(len(boxes)):  # upright MTCNN first, then CenterFace, then turned passes
+        for i in range(len(boxes)):
             if not _overlaps(boxes[i], out, 0.3, 0.6):
                 out.append(boxes[i])
                 box = tuple(float(v) for v in boxes[i])
