@@ -40,7 +40,7 @@ def ocr():
     det = get_detector("text", threads=1, keep_text=True)
     assert (
         det.threads == 1
-        and det._engine.text_det.infer.session.get_session_options().intra_op_num_threads == 1
+        and det._engine.session("det").get_session_options().intra_op_num_threads == 1
     )
     return det
 
