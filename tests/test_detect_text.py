@@ -38,10 +38,7 @@ def _render(lines: list[str], size=(1100, 520), scale=2.0, thick=4, origin=(40, 
 @pytest.fixture(scope="module")
 def ocr():
     det = get_detector("text", threads=1, keep_text=True)
-    assert (
-        det.threads == 1
-        and det._engine.session("det").get_session_options().intra_op_num_threads == 1
-    )
+    assert det.threads == 1 and det._engine.session("det").get_session_options().intra_op_num_threads == 1
     return det
 
 
