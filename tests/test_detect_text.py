@@ -38,10 +38,7 @@ def _render(lines: list[str], size=(1100, 520), scale=2.0, thick=4, origin=(40, 
 @pytest.fixture(scope="module")
 def ocr():
     det = get_detector("text", threads=1, keep_text=True)
-    assert (
-        det.threads == 1
-        and det._engine.text_det.infer.session.get_session_options().intra_op_num_threads == 1
-    )
+    assert det.threads == 1 and det._engine.session("det").get_session_options().intra_op_num_threads == 1
     return det
 
 
@@ -140,3 +137,68 @@ def test_pii_recall_and_false_positives_on_generated_photos(ocr):
     assert res["personal"] == 36 and res["benign"] == 24
     assert res["recall"] >= 0.95, res["per_category"]
     assert res["benign_altered_rate"] <= 0.10
+
+
+def test_recogniser_loads_only_when_a_line_was_found(rendered):
+    """A photo without text builds the detector's session only; the first line found loads the rest."""
+    from privacy_cli.detect.text import RapidOCRTextDetector
+
+    det = RapidOCRTextDetector(threads=1)
+    assert det.detect(np.full((240, 320, 3), 200, np.uint8)) == []
+    assert det._engine.loaded() == ["det"]
+    assert len(det.detect(rendered[0])) == len(LINES)
+    assert det._engine.loaded() == ["cls", "det", "rec"]
+
+
+def test_fused_hardswish_graph_computes_the_same():
+    """The cached detector graph (hard-swish as x * HardSigmoid(x)) equals the wheel's graph."""
+    import onnx
+
+    from privacy_cli.detect.ort import session
+    from privacy_cli.detect.ppocr import DET_MODEL, fuse_hardswish, models_dir
+
+    raw = (models_dir() / DET_MODEL).read_bytes()
+    fused = fuse_hardswish(raw)
+    ops = [n.op_type for n in onnx.load_from_string(fused).graph.node]
+    assert ops.count("HardSigmoid") >= 24 and "Clip" not in ops
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 96, 128)).astype(np.float32)
+    a, b = (session(m, "cpu", 1) for m in (raw, fused))
+    ya, yb = a.run(None, {"x": x})[0], b.run(None, {"x": x})[0]
+    assert ya.shape == yb.shape == (1, 1, 96, 128)
+    assert np.abs(ya - yb).max() < 1e-4
+
+
+def test_text_with_a_crashing_detector_fails_closed(rendered):
+    """Detectors run at once: a crash in one still fails the whole image, naming that detector."""
+    from privacy_cli.detect import base as detect_base
+    from privacy_cli.errors import DetectorError
+
+    class Broken:
+        name, kinds = "test-broken-text", ("face",)
+
+        def detect(self, image):  # noqa: ANN001, ANN202
+            raise RuntimeError("model exploded")
+
+    detect_base.register_detector("test-broken-text")(lambda: Broken())
+    try:
+        with pytest.raises(DetectorError, match="test-broken-text.*model exploded"):
+            detect(rendered[0], ["text", "test-broken-text"], threads=1)
+    finally:
+        detect_base._FACTORIES.pop("test-broken-text", None)
+        for key in [k for k in detect_base._INSTANCES if k[0] == "test-broken-text"]:
+            del detect_base._INSTANCES[key]
+
+
+def test_face_detection_imports_no_text_code():
+    """``--detect faces`` pays for no OCR or PII imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from privacy_cli.detect import detect; "
+        "detect(np.zeros((64, 64, 3), np.uint8), 'faces', device='cpu'); "
+        "print(sorted(m for m in ('privacy_cli.detect.pii', 'phonenumbers', 'usaddress', "
+        "'rapidocr_onnxruntime', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -128,7 +128,7 @@ def main() -> None:
     except click.exceptions.ClickException as e:
         Output().error(e.format_message())
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
+    except (KeyboardInterrupt, getattr(click.exceptions, "Abort", typer.Abort), typer.Abort):
         Output().error("interrupted")
         sys.exit(130)
     except Exception as e:  # the unexpected: one line, unless PRIVPIX_DEBUG=1

@@ -1,4 +1,5 @@
-"""Text detector ``"text"``: RapidOCR (PP-OCRv4 ONNX models shipped in the rapidocr-onnxruntime wheel).
+"""Text detector ``"text"``: PP-OCRv4 (the ONNX models shipped in the rapidocr-onnxruntime wheel) on
+onnxruntime, run by :class:`privacy_cli.detect.ppocr.PPOCR`.
 
 Each recognised line becomes a Region of kind "text" with its 4-point quadrilateral as
 ``polygon``, the enclosing ``box``, the recognition confidence as ``score``, the string as
@@ -6,41 +7,46 @@ Each recognised line becomes a Region of kind "text" with its 4-point quadrilate
 are classified together, so a label such as "DOB" makes the date next to it personal) as ``category``.
 With ``text="pii"`` only lines with a PII category are kept.
 
-Measured on 16 photos of ``shared/datasets/faces-id`` (400-4352 px): about 1 s CPU per photo
-(0.25 s for 560 px, 2.5-2.9 s for 2000-4000 px photos, which OCR at a 2000 px long side).
+Detection runs where RapidOCR ran it (long side at most ``max_side``, 2000 px; short side raised
+to 736 px, so 16 px text in a small photo is still found; strips letterboxed to 8:1); recognition
+reads crops of the original image, and the recogniser and angle classifier load only when a line
+was found.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
 from ..regions import Region
 from .base import check_image, register_detector
-from .pii import pii_runs
 
 #: lines recognised with less confidence than min_score but at least this are kept as unread
 #: fragments: never classified themselves, covered when they continue a personal line's row
 FRAGMENT_SCORE = 0.2
-#: Long side (px) the image is downscaled to before OCR (PP-OCR's detector runs at <= 2000 px).
+#: Long side (px) the image is downscaled to before detection (PP-OCR's detector runs at <= 2000 px).
 DEFAULT_MAX_SIDE = 2000
-_RAPIDOCR_LOGGERS = ("RapidOCR", "OrtInferSession")
+#: the detector's input is scaled up until its short side has this many pixels (RapidOCR's
+#: ``limit_side_len`` with ``limit_type: min``): 16 px text in a 640 px photo is found only so
+MIN_DET_SIDE = 736
+#: strips wider than this ratio, or lower than MIN_STRIP px, are padded first (RapidOCR's letterbox)
+MAX_RATIO = 8
+MIN_STRIP = 30
 
 
-def _quiet_rapidocr() -> None:
-    """rapidocr logs through its own stream handlers; keep them silent (our --json owns stdout)."""
-    for name in _RAPIDOCR_LOGGERS:
-        log = logging.getLogger(name)
-        log.setLevel(logging.CRITICAL + 1)
-        log.propagate = False
+def letterbox(h: int, w: int) -> int:
+    """Rows of padding above and below an (h, w) image before detection (RapidOCR's
+    ``maybe_add_letterbox``: very wide or very low strips get a square-ish border)."""
+    if h <= MIN_STRIP or w / h > MAX_RATIO:
+        return int(abs(max(int(w / MAX_RATIO), MIN_STRIP) * 2 - h) / 2)
+    return 0
 
 
 class RapidOCRTextDetector:
-    """OCR with RapidOCR, strings classified into PII categories.
+    """OCR with PP-OCRv4 (the models of the rapidocr-onnxruntime wheel), strings classified into PII
+    categories.
 
     text: "all" keeps every line, "pii" only lines with a PII category. min_score: minimum
     recognition confidence in [0, 1]. max_side: long side (px) the image is downscaled to first.
@@ -70,28 +76,20 @@ class RapidOCRTextDetector:
             raise UsageError(f"text: max_side must be >= 64 px, got {max_side}")
         if int(threads) < 0:
             raise UsageError(f"text: threads must be >= 0, got {threads}")
-        _quiet_rapidocr()
-        from rapidocr_onnxruntime import RapidOCR
+        from .ppocr import PPOCR
 
-        _quiet_rapidocr()
         self.text = text
         self.min_score = float(min_score)
         self.max_side = int(max_side)
         self.threads = int(threads)
         self.keep_text = bool(keep_text)
-        kwargs = {"intra_op_num_threads": self.threads} if self.threads else {}
-        self._engine = RapidOCR(text_score=self.min_score, **kwargs)
-        # RapidOCR mutates thresholds per call; one call at a time per engine
+        self._engine = PPOCR(device="cpu", threads=self.threads)
+        self._engine.session("det")  # the detector always runs: load it now (a bad install fails here)
         self._lock = threading.Lock()
 
-    def _ocr(self, bgr: np.ndarray) -> list[Any]:
-        with self._lock:
-            result, _elapse = self._engine(bgr, text_score=min(self.min_score, FRAGMENT_SCORE))
-        return result or []
-
-    def read_lines(self, image: np.ndarray) -> list[tuple[list[tuple[float, float]], str, float]]:
-        """OCR ``image`` (H, W, 3) uint8 RGB -> ``[(quad, text, score), ...]``: each recognised line's
-        4 corner points (x, y) in original pixels (clipped to the image), its text and confidence."""
+    def find_lines(self, image: np.ndarray) -> list[np.ndarray]:
+        """Text line quads of ``image`` (H, W, 3) uint8 RGB, detection only: (4, 2) float32 corner
+        points (x, y) in original pixels (top-left, top-right, bottom-right, bottom-left)."""
         import cv2
 
         image = check_image(image)
@@ -99,23 +97,45 @@ class RapidOCRTextDetector:
         scale = min(1.0, self.max_side / max(h, w))
         small = image
         if scale < 1.0:
-            small = cv2.resize(
-                image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-            )
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        pad = letterbox(sh, sw)
         bgr = np.ascontiguousarray(small[..., ::-1])
+        if pad:
+            bgr = cv2.copyMakeBorder(bgr, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        det_scale = max(1.0, MIN_DET_SIDE / min(bgr.shape[:2]))
+        quads = []
+        for q in self._engine.detect_boxes(bgr, det_scale):
+            q = q.astype(np.float64)
+            q[:, 1] -= pad
+            q[:, 0] *= w / sw
+            q[:, 1] *= h / sh
+            q[:, 0] = np.clip(q[:, 0], 0, w)
+            q[:, 1] = np.clip(q[:, 1], 0, h)
+            x0, y0 = q.min(axis=0)
+            x1, y1 = q.max(axis=0)
+            if x1 - x0 >= 1 and y1 - y0 >= 1:
+                quads.append(q.astype(np.float32))
+        return quads
+
+    def read_lines(self, image: np.ndarray) -> list[tuple[list[tuple[float, float]], str, float]]:
+        """OCR ``image`` (H, W, 3) uint8 RGB -> ``[(quad, text, score), ...]``: each recognised line's
+        4 corner points (x, y) in original pixels (clipped to the image), its text and confidence
+        (lines read with a confidence under :data:`FRAGMENT_SCORE`, or as nothing, are left out)."""
+        image = check_image(image)
+        with self._lock:
+            quads = self.find_lines(image)
+            if not quads:
+                return []  # nothing to read: the recogniser never loads
+            bgr = np.ascontiguousarray(image[..., ::-1])
+            read = self._engine.read(bgr, quads)
         out = []
-        for quad, string, score in self._ocr(bgr):
+        for quad, string, score in read:
             string = str(string).strip()
-            if not string:
+            if not string or score < min(self.min_score, FRAGMENT_SCORE):
                 continue
-            pts = np.asarray(quad, np.float64).reshape(-1, 2) / scale
-            pts[:, 0] = np.clip(pts[:, 0], 0, w)
-            pts[:, 1] = np.clip(pts[:, 1], 0, h)
-            x0, y0 = pts.min(axis=0)
-            x1, y1 = pts.max(axis=0)
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                continue
-            out.append(([(float(x), float(y)) for x, y in pts], string, float(score)))
+            out.append(([(float(x), float(y)) for x, y in quad], string, float(score)))
         return out
 
     def detect(self, image: np.ndarray) -> list[Region]:
@@ -140,7 +160,11 @@ def lines_to_regions(
     with a confidence under ``min_score`` are weak: personal only as part of a row or a fragment
     of a personal run (part of a number OCR was unsure of), dropped otherwise.
     """
+    if not lines:
+        return []
     import cv2
+
+    from .pii import pii_runs  # its patterns compile on import: only when there are lines to classify
 
     out = []
     in_run: set[int] = set()
