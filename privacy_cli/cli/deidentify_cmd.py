@@ -44,7 +44,7 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
                 loaded = load_image(path, max_pixels=common.max_pixels)
                 regions = collect_regions(loaded, spec, path, rel)
                 mask = regions_mask(regions, spec)
-                if found is not None and not loaded.frames:
+                if found is not None and not loaded.frames and len(regions):
                     found[str(path)] = list(regions.items)
                 if mask.any():
                     pool.add_image(loaded.rgb, mask, box_scale=spec.box_scale, source=path.name)
@@ -60,16 +60,18 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
 def _reuse_regions(common: CommonArgs, found: dict[str, list[Any]]) -> None:
     """Give the run the faces the donor pass detected (by input path) instead of detecting again.
 
-    Only when detection is the sole region source and every input was read (single-frame images):
-    the regions become an in-memory per-image boxes source; ``allow_empty`` keeps a photo without
-    faces what it is with detection (written unchanged, not an error)."""
+    Only when detection is the sole region source and every input was read, is a single frame and
+    has a face (``found`` holds them all): the regions become an in-memory per-image boxes source.
+    Without ``--allow-empty`` an input missing from it is then an error for that input (fail closed),
+    never an unchanged copy; with ``--allow-empty`` the run detects as usual."""
     from ..regions import BoxesFile
 
     spec = common.spec
-    if spec.mask or spec.mask_dir or spec.boxes or spec.annotations or spec.whole or not spec.detect:
+    sources = spec.mask or spec.mask_dir or spec.boxes or spec.annotations or spec.whole
+    if sources or not spec.detect or spec.allow_empty:
         return
     spec._boxes_cache = BoxesFile(Path("<detected faces>"), per_image=found)
-    spec.boxes, spec.detect, spec.allow_empty = Path("<detected faces>"), (), True
+    spec.boxes, spec.detect = Path("<detected faces>"), ()
 
 
 def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
