@@ -3,7 +3,7 @@
 This package docstring is the contract between the metrics library (``metrics``, ``privacy``,
 ``features``) and the bench runner (``datasets``; ``specs`` what to run; ``runner`` method execution; ``cache``;
 ``scheduling`` of metrics; ``identity_scoring`` and ``classifier_scoring``; ``results``; ``report``;
-``calibrate``).
+``calibrate``; ``paper004``: paper 004's tables next to ours).
 Importing ``privacy_cli.bench`` is cheap; torch and models load on first use of a name below.
 
 Conventions

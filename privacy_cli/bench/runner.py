@@ -11,12 +11,12 @@ Everything expensive is cached on disk under ``cache_dir`` (default ``$PRIVPIX_C
 ``~/.cache/privpix/bench``), keyed by content: detections by (image file sha256, detectors, size,
 privpix version); outputs by (method, options, image sha256, regions, geometry, privpix version);
 per-image metric values by output key and metric name; features (Inception, face embeddings,
-classifier logits) by image key. ``deidentify`` outputs also depend on the donor set (k-Same): its key
-holds the donor folder's content (names and sha256 of its images) for ``donors=DIR`` or
+classifier logits) by image key. ``deidentify`` outputs also depend on the donor set (k-Same): their
+key holds the donor folder's content (names and sha256 of its images) for ``donors=DIR`` or
 ``$PRIVPIX_DONORS``; without either, the donors are the faces of the bench's own prepared images (as
 the command uses the other faces of its run), analysed once and reused when each image is
-de-identified, and the key holds those images' keys. A re-run therefore only computes what changed; the counters in
-:class:`CacheStats` say what was computed and what was reused.
+de-identified, and the key holds those images' keys. A re-run therefore only computes what changed;
+the counters in :class:`CacheStats` say what was computed and what was reused.
 """
 
 from __future__ import annotations
@@ -236,7 +236,9 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
         parts: tuple[Any, ...] = ()
         donors = self._donors(spec)
         if donors == OWN_DONORS:
-            parts = ("donors", "dataset", _h(sorted(o.key for o in self.originals())))
+            if OWN_DONORS not in self._donor_digests:
+                self._donor_digests[OWN_DONORS] = _h(sorted(o.key for o in self.originals()))
+            parts = ("donors", "dataset", self._donor_digests[OWN_DONORS])
         elif donors is not None:
             parts = ("donors", self._donor_digest(donors))
         return _h(
