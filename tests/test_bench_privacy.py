@@ -105,6 +105,25 @@ def test_identity_similarity_and_threshold_calibration():
         P.calibrate_threshold(emb[:3], ids[:3])
 
 
+def test_paper_threshold_for_margin_loss_recognisers_calibrated_for_the_others(tmp_path, monkeypatch):
+    emb, ids = _clusters()
+    cal = P.calibrate_threshold(emb, ids)
+    for rec in ("curricularface", "arcface"):
+        thr = P.deid_threshold(emb, ids, rec)
+        assert thr.value == P.PAPER_THRESHOLD == 0.19 and thr.statistic == "paper 004"
+        assert thr.diff_mean == pytest.approx(cal.value)  # the dataset's own mean is still reported
+        r = P.deidentification_rate(np.array([0.1, 0.3]), thr, recogniser=rec)
+        assert r.value == 0.5 and r.extra["threshold_statistic"] == "paper 004"
+        assert any("paper 004's 0.19" in n for n in r.notes)
+    for rec in ("dlib", "facenet"):
+        assert P.deid_threshold(emb, ids, rec).value == pytest.approx(cal.value)
+    # auto picks the paper's judge only when its weights are here; with none, dlib (never a download)
+    monkeypatch.setenv("PRIVPIX_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert P.resolve_recogniser("auto") == "dlib" and P.resolve_recogniser("arcface") == "arcface"
+
+
 def test_deidentification_rate_counts_pairs_below_threshold():
     sims = np.array([0.1, 0.18, 0.19, 0.5, np.nan])
     r = P.deidentification_rate(sims, 0.19)
@@ -151,7 +170,9 @@ def test_control_refuses_a_gallery_too_small_to_grade():
     pick = [0, 1, 3, 4]  # id0, id0, id1, id1
     two = P.reid_control(emb[pick], [ids[i] for i in pick])
     assert not two.passed and "too small" in two.reason
-    assert isinstance(P.reidentification_rate(emb[pick], emb[pick], [ids[i] for i in pick]), MetricUnavailable)
+    assert isinstance(
+        P.reidentification_rate(emb[pick], emb[pick], [ids[i] for i in pick]), MetricUnavailable
+    )
     assert P.reid_control(emb, ids).passed  # the full gallery (4 identities) is graded
 
 
@@ -280,9 +301,9 @@ def test_mtcnn_detection_gives_landmarks(subset, mtcnn_faces):
 # torch recognisers (untrained weights: the published ones cannot be downloaded here)
 
 
-@pytest.mark.parametrize("name", ["facenet", "arcface"])
+@pytest.mark.parametrize("name", ["facenet", "arcface", "curricularface"])
 def test_torch_recognisers_embed_batched_and_unit_norm(name, subset, mtcnn_faces):
-    if name == "arcface":
+    if name in ("arcface", "curricularface"):
         pytest.importorskip("privacy_cli.models.irse", reason="IR-SE architectures not installed")
     files, ids, imgs = subset
     emb = P.get_embedder(name, pretrained=False)

@@ -171,6 +171,35 @@ def test_cli_conventions_json_and_fail_closed(tmp_path: Path) -> None:
     assert {p.name: _digest(p) for p in src.iterdir()} == before
 
 
+def test_cli_detects_each_input_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The donor pass's detections serve the run: one face detection per input, not two, and the
+    regions in --json are the detector's."""
+    import importlib
+
+    detect_module = importlib.import_module("privacy_cli.detect")
+    calls: list[tuple[int, ...]] = []
+    real = detect_module.detect
+
+    def counting(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(image.shape)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(detect_module, "detect", counting)
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in ("img10.jpg", "img12.jpg", "img14.jpg"):  # three people
+        shutil.copy(FACES_ID / n, src / n)
+    r = CliRunner().invoke(
+        app,
+        ["deidentify", str(src), "-o", str(tmp_path / "out"), "--model", "ksame", "--k", "2", "--json", "-q"],
+    )
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 3
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert all(x["regions"] and x["regions"][0]["kind"] == "face" for x in recs)
+    assert all(x["faces"][0]["backend"] == "ksame" for x in recs)
+
+
 def test_cli_on_fail_for_a_region_without_a_face(tmp_path: Path) -> None:
     img = FACES_ID / "img10.jpg"
     boxes = tmp_path / "b.json"

@@ -3,7 +3,7 @@
 This package docstring is the contract between the metrics library (``metrics``, ``privacy``,
 ``features``) and the bench runner (``datasets``; ``specs`` what to run; ``runner`` method execution; ``cache``;
 ``scheduling`` of metrics; ``identity_scoring`` and ``classifier_scoring``; ``results``; ``report``;
-``calibrate``).
+``calibrate``; ``paper004``: paper 004's tables next to ours).
 Importing ``privacy_cli.bench`` is cheap; torch and models load on first use of a name below.
 
 Conventions
@@ -81,7 +81,7 @@ Privacy (``privacy``)
   ``detect(image) -> list[Face]`` (largest first), ``embed(image, face_or_box=None) ->
   np.ndarray (dim,) float64 L2-normalised | None``, ``embed_many(images, faces)``, and
   ``prepare(image, face)`` / ``embed_prepared(items)`` for batching without keeping full images.
-  ``get_embedder("dlib"|"facenet"|"arcface", device="cpu")`` (raises ``BackboneUnavailable``, a
+  ``get_embedder("dlib"|"facenet"|"arcface"|"curricularface", device="cpu")`` (raises ``BackboneUnavailable``, a
   ``WeightsError`` with ``.fetch``, when weights are missing; ``available_embedders()`` gives
   ``{name: None | reason}``). ``identity_metrics(originals, processed, identities, recogniser)``
   is the one-call form.
@@ -149,6 +149,8 @@ _EXPORTS = {
     "IdentityGallery": "privacy",
     "identity_similarity": "privacy",
     "calibrate_threshold": "privacy",
+    "deid_threshold": "privacy",
+    "resolve_recogniser": "privacy",
     "deidentification_rate": "privacy",
     "reid_control": "privacy",
     "reidentification_rate": "privacy",

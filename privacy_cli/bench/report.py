@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .paper004 import judge_line, paper004_tables, table_rows
 from .results import BenchResult, MethodResult, iter_metric_rows, library_versions
 from .specs import CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
 
@@ -145,6 +146,7 @@ def results_json(result: BenchResult) -> dict[str, Any]:
         "unavailable": [{"metric": k, **v} for k, v in unavailable.items()],
         "skipped": [{"image": k, "reason": r} for k, r in result.skipped],
         "calibration": result.calibration,
+        "paper_004": paper004_tables(result),
     }
     return _json_safe(doc)
 
@@ -210,6 +212,7 @@ def print_tables(result: BenchResult, console: Any, err_console: Any | None = No
         for m in result.methods:
             t.add_row(m.label, *[fmt_value(m.metrics.get(n)) for n in present])
         console.print(t)
+    _print_paper004(result, console)
     if result.control:
         c = result.control
         colour = "green" if c.get("passed") else "red"
@@ -263,6 +266,41 @@ def _reliability_notes(result: BenchResult) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- markdown
+
+
+def _print_paper004(result: BenchResult, console: Any) -> None:
+    """Paper 004's tables with our values next to the paper's (see :mod:`.paper004`)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    doc = paper004_tables(result)
+    if doc is None or not doc["tables"]:
+        return
+    for tab in doc["tables"]:
+        header, rows = table_rows(tab, short=True)
+        title = "Paper 004: " + tab["title"] + (f" (its {tab['paper_table']})" if tab["paper_table"] else "")
+        t = Table(title=escape(title), title_justify="left")
+        for h in header:
+            t.add_column(escape(h), justify="left" if h in ("Method", "Setting") else "right")
+        for r in rows:
+            t.add_row(*[escape(x) for x in r])
+        console.print(t)
+    console.print(f"[dim]{escape(judge_line(doc))} '!' = target not reached.[/]")
+
+
+def _paper004_md(result: BenchResult) -> list[str]:
+    doc = paper004_tables(result)
+    if doc is None:
+        return []
+    out = ["## Paper 004 (Private-Encoder) side by side", "", judge_line(doc), ""]
+    for tab in doc["tables"]:
+        header, rows = table_rows(tab)
+        out += [f"### {tab['title']}" + (f" (paper {tab['paper_table']})" if tab["paper_table"] else ""), ""]
+        out += [
+            _md_table(header, [[f"`{r[1]}`" if i == 1 else c for i, c in enumerate(r)] for r in rows]),
+            "",
+        ]
+    return out
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -361,6 +399,8 @@ def markdown(result: BenchResult, plots: Sequence[str] = ()) -> str:
                 f"N per value: {', '.join(str(n) for n in ns)} (mean ± standard deviation over images).",
                 "",
             ]
+
+    out += _paper004_md(result)
 
     if result.control:
         ctl = result.control

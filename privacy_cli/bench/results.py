@@ -24,7 +24,7 @@ class BenchConfig:
     metrics: names (see :data:`ALL_METRICS`; None = every metric that applies to the dataset).
     max_side: longer image side in pixels after downscaling (0 = native size). detect: detectors
     used when the dataset has no annotated regions. box_scale / dilate: mask geometry as in the image
-    commands. recognizer: face recogniser for the privacy metrics (dlib, facenet, arcface).
+    commands. recognizer: face recogniser for the privacy metrics (dlib, facenet, arcface, curricularface).
     classifier: registry classifier for top-1/top-5 (paper 002). cache_dir: None = no disk cache.
     fid_dims: pytorch-fid feature block for FID (2048 = standard pool3; 64/192/768 are cheaper and
     not comparable with published numbers).

@@ -11,8 +11,12 @@ Everything expensive is cached on disk under ``cache_dir`` (default ``$PRIVPIX_C
 ``~/.cache/privpix/bench``), keyed by content: detections by (image file sha256, detectors, size,
 privpix version); outputs by (method, options, image sha256, regions, geometry, privpix version);
 per-image metric values by output key and metric name; features (Inception, face embeddings,
-classifier logits) by image key. A re-run therefore only computes what changed; the counters in
-:class:`CacheStats` say what was computed and what was reused.
+classifier logits) by image key. ``deidentify`` outputs also depend on the donor set (k-Same): their
+key holds the donor folder's content (names and sha256 of its images) for ``donors=DIR`` or
+``$PRIVPIX_DONORS``; without either, the donors are the faces of the bench's own prepared images (as
+the command uses the other faces of its run), analysed once and reused when each image is
+de-identified, and the key holds those images' keys. A re-run therefore only computes what changed;
+the counters in :class:`CacheStats` say what was computed and what was reused.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from .scheduling import MetricScheduling, _FidFeatures, _MethodAcc
 from .specs import CONTENT, NEEDS_FACES, QUALITY, QUALITY_REGION, MethodSpec, apply_method, parse_methods
 
 ProgressFactory = Callable[[int, str], AbstractContextManager[Any]]
+#: deidentify's donors when none are given: the faces of the bench's own prepared images
+OWN_DONORS = "<dataset>"
 
 
 class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
@@ -63,6 +69,8 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
         self._unavailable: dict[str, Any] = {}
         self._classifier: Any = None
         self._fid_originals: _FidFeatures | None = None
+        self._donor_digests: dict[str, str] = {}
+        self._dataset_pool: Any = None
 
     # ---------------------------------------------------------------------------------- metrics
 
@@ -225,6 +233,14 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
     def _output_key(self, spec: MethodSpec, orig: _Original) -> str:
         if orig.item.processed is not None:
             return _h("pair", file_sha256(orig.item.processed), orig.key, __version__)
+        parts: tuple[Any, ...] = ()
+        donors = self._donors(spec)
+        if donors == OWN_DONORS:
+            if OWN_DONORS not in self._donor_digests:
+                self._donor_digests[OWN_DONORS] = _h(sorted(o.key for o in self.originals()))
+            parts = ("donors", "dataset", self._donor_digests[OWN_DONORS])
+        elif donors is not None:
+            parts = ("donors", self._donor_digest(donors))
         return _h(
             "out",
             spec.name,
@@ -233,7 +249,60 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
             orig.regions_sig,
             self.config.geometry(),
             __version__,
+            *parts,
         )
+
+    # ------------------------------------------------------------------------- k-Same donors
+
+    def _donors(self, spec: MethodSpec) -> str | None:
+        """The donors of a ``deidentify`` setting: its ``donors=DIR``, else ``$PRIVPIX_DONORS``, else
+        :data:`OWN_DONORS` (the faces of the prepared originals); None for other methods and the pairs format."""
+        if spec.name != "deidentify" or self.dataset.format == "pairs":
+            return None
+        from ..methods.deidentify import DONORS_ENV
+
+        given = spec.kwargs.get("donors") or os.environ.get(DONORS_ENV)
+        return str(given) if given else OWN_DONORS
+
+    def _donor_pool(self) -> Any:
+        """k-Same donors from the faces of every prepared original (built once per run; each image's
+        analysis is reused when it is de-identified)."""
+        if self._dataset_pool is None:
+            from ..methods.deidentify import DonorPool
+
+            pool = DonorPool()
+            originals = self.originals()
+            with self._progress(len(originals), "donor faces") as bar:
+                for o in originals:
+                    mask = self._mask(o)
+                    if mask.any():
+                        pool.add_image(o.rgb(), mask, box_scale=self.config.box_scale, source=o.key)
+                    o.release()
+                    if bar is not None:
+                        bar.advance()
+            self._dataset_pool = pool
+        return self._dataset_pool
+
+    def _donor_digest(self, folder: str) -> str:
+        """Content key of a donor folder: names and sha256 of its images (once per run)."""
+        if folder not in self._donor_digests:
+            from ..io import iter_images
+
+            root = Path(folder)
+            files = sorted(iter_images([root])) if root.is_dir() else []
+            self._donor_digests[folder] = _h(
+                [(str(f.relative_to(root)), file_sha256(f)) for f in files] or ["missing", folder]
+            )
+        return self._donor_digests[folder]
+
+    def _method_kwargs(self, spec: MethodSpec) -> dict[str, Any]:
+        """Options passed to the method beyond the spec's own: the bench's donor folder for deidentify."""
+        donors: Any = self._donors(spec)
+        if donors is None:
+            return {}
+        if donors == OWN_DONORS:
+            donors = self._donor_pool()
+        return {"donors": donors, "box_scale": self.config.box_scale}
 
     def _processed(self, spec: MethodSpec, orig: _Original, out_key: str, stats: CacheStats) -> np.ndarray:
         """The processed image (H, W, 3) uint8 at the prepared original's size: from the pairs
@@ -257,7 +326,8 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
         if cached is not None and (orig.size is None or cached.shape[:2] == (orig.size[1], orig.size[0])):
             stats.outputs_cached += 1
             return cached
-        out = apply_method(spec, orig.rgb(), self._mask(orig))
+        extra = self._method_kwargs(spec)
+        out = apply_method(spec, orig.rgb(), self._mask(orig), **extra)
         stats.outputs_computed += 1
         self.cache.put_image(out_key, out)
         return out

@@ -39,7 +39,16 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ALL_METRICS,
     # paper presets
     "eraser": ("ssim", "psnr", "fid", "lpips_vgg") + CONTENT,
-    "private-encoder": ("mse", "ssim", "fid", "identity_similarity", "deid_rate", "detect_rate_dlib"),
+    "private-encoder": (
+        "mse",
+        "ssim",
+        "fid",
+        "mse_region",
+        "ssim_region",
+        "identity_similarity",
+        "deid_rate",
+        "detect_rate_dlib",
+    ),
 }
 #: metrics computed from per-image features at the end (not per-image values)
 DATASET_LEVEL = ("fid", "deid_rate", "reid_rank1", "top1_change", "top5_change")
@@ -191,7 +200,9 @@ def _check_value(method: str, fn: Callable[..., Any], key: str, value: Any) -> A
     kinds = {a for a in args if isinstance(a, type)}
     if typing.get_origin(hint) is typing.Literal:
         if value not in typing.get_args(hint):
-            raise UsageError(f"--methods: {method}:{key} must be one of {typing.get_args(hint)}, got {value!r}")
+            raise UsageError(
+                f"--methods: {method}:{key} must be one of {typing.get_args(hint)}, got {value!r}"
+            )
         return value
     if value is None:
         if type(None) in kinds or not kinds:
@@ -263,8 +274,11 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
     return out
 
 
-def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray, **extra: Any) -> np.ndarray:
     """Run ``spec`` on ``image`` (H,W,3) uint8 with ``mask`` (H,W) float32 [0,1]; (H,W,3) uint8.
+
+    ``extra``: options the runner adds that are not part of the spec's label (the bench's default
+    k-Same donor folder); the spec's own options win.
 
     Whole-image methods (stylize) get the whole image as their region, as their command does by
     default; the region metrics still use the dataset's regions."""
@@ -277,7 +291,7 @@ def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray) -> np.nd
     if not mask.any():
         return image.copy()
     try:
-        out = fn(image, mask, **spec.kwargs)
+        out = fn(image, mask, **{**extra, **spec.kwargs})
     except PrivpixError:
         raise
     except (TypeError, ValueError) as e:

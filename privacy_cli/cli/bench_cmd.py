@@ -71,7 +71,9 @@ def bench(
         typer.Option(
             "--calibrate",
             help="Calibrated comparison (Private-Encoder): tune each method's strength to a target, e.g. "
-            "identity:0.1,0.2,0.4 (equal privacy) or ssim:0.65 (equal quality), then bench those settings.",
+            "identity:0.1,0.2,0.4 (equal privacy), ssim:0.65 or ssim-region:0.65 (equal quality; SSIM in the "
+            "face regions compares with the paper's face crops), then bench those settings. Other options of a "
+            "method are kept (deidentify:model=ksame varies beta only).",
         ),
     ] = None,
     calibrate_n: Annotated[
@@ -96,8 +98,14 @@ def bench(
     ] = 1.3,
     recognizer: Annotated[
         str,
-        typer.Option("--recognizer", help="Face recogniser for privacy metrics: dlib, facenet or arcface."),
-    ] = "dlib",
+        typer.Option(
+            "--recognizer",
+            help="Face recogniser for privacy metrics: auto (curricularface, paper 004's judge, when its "
+            "weights are present, else arcface when present, else dlib), dlib, facenet, arcface or "
+            "curricularface. CurricularFace/ArcFace use the paper's threshold 0.19, the others a "
+            "threshold calibrated on the dataset.",
+        ),
+    ] = "auto",
     classifier: Annotated[
         str, typer.Option("--classifier", help="Registry classifier for top-1/top-5 change (paper 002).")
     ] = "vgg16",
@@ -190,8 +198,11 @@ def bench(
         raise UsageError(
             "--calibrate needs methods to tune; the pairs format scores a fixed processed folder"
         )
-    if recognizer not in ("dlib", "facenet", "arcface"):
-        raise UsageError(f"--recognizer must be dlib, facenet or arcface, got {recognizer!r}")
+    from ..bench.privacy import EMBEDDERS, resolve_recogniser
+
+    if recognizer not in ("auto", *EMBEDDERS):
+        raise UsageError(f"--recognizer must be auto, {', '.join(EMBEDDERS)}, got {recognizer!r}")
+    recognizer = resolve_recogniser(recognizer)
     if fid_dims not in (64, 192, 768, 2048):
         raise UsageError(f"--fid-dims must be 64, 192, 768 or 2048, got {fid_dims}")
     detectors = tuple(d.strip() for d in detect.split(",") if d.strip() and d.strip() != "none")

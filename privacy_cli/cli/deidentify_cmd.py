@@ -12,7 +12,11 @@ from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command
 
 
 def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
-    """Analyse the donor faces: every face of ``--donors DIR``, else of every input of the run."""
+    """Analyse the donor faces: every face of ``--donors DIR``, else of every input of the run.
+
+    Donors from the run's own inputs: when faces are detected (and nothing else is a region source),
+    the regions found here are handed to the run (:func:`_reuse_regions`) so each input is detected
+    once, not twice."""
     from ..errors import PrivpixError
     from ..io import load_image, plan_outputs
     from ..methods.deidentify import DonorPool
@@ -33,18 +37,41 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
         items = [
             (j.input, j.rel) for j in plan_outputs(common.inputs, "deidentify", common.output) if not j.error
         ]
+    found: dict[str, list[Any]] | None = {} if donors_dir is None else None
     with out.progress(len(items), "donor faces") as bar:
         for path, rel in items:
             try:
                 loaded = load_image(path, max_pixels=common.max_pixels)
-                mask = regions_mask(collect_regions(loaded, spec, path, rel), spec)
+                regions = collect_regions(loaded, spec, path, rel)
+                mask = regions_mask(regions, spec)
+                if found is not None and not loaded.frames and len(regions):
+                    found[str(path)] = list(regions.items)
                 if mask.any():
                     pool.add_image(loaded.rgb, mask, box_scale=spec.box_scale, source=path.name)
             except PrivpixError:
                 pass  # a bad input is reported (once) by the run itself
             if bar:
                 bar.advance()
+    if found is not None and len(found) == len(items):
+        _reuse_regions(common, found)
     return pool
+
+
+def _reuse_regions(common: CommonArgs, found: dict[str, list[Any]]) -> None:
+    """Give the run the faces the donor pass detected (by input path) instead of detecting again.
+
+    Only when detection is the sole region source and every input was read, is a single frame and
+    has a face (``found`` holds them all): the regions become an in-memory per-image boxes source.
+    Without ``--allow-empty`` an input missing from it is then an error for that input (fail closed),
+    never an unchanged copy; with ``--allow-empty`` the run detects as usual."""
+    from ..regions import BoxesFile
+
+    spec = common.spec
+    sources = spec.mask or spec.mask_dir or spec.boxes or spec.annotations or spec.whole
+    if sources or not spec.detect or spec.allow_empty:
+        return
+    spec._boxes_cache = BoxesFile(Path("<detected faces>"), per_image=found)
+    spec.boxes, spec.detect = Path("<detected faces>"), ()
 
 
 def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
