@@ -306,3 +306,24 @@ def test_faces_id_identity_similarity_and_control(tmp_path: Path) -> None:
     assert weak["n"] == strong["n"] == 8
     assert strong["value"] < weak["value"] < 1.0
     assert _metric(doc, "blur:radius=8", "reid_rank1")["available"] is True
+
+
+def test_bench_methods_size_text_strength_like_the_commands() -> None:
+    """The bench passes the regions to blur/pixelate (text lines get glyph-sized strength, as
+    `privpix blur` gives them), so its scores describe what the commands write."""
+    from privacy_cli import api
+    from privacy_cli.bench.specs import apply_method, parse_methods
+    from privacy_cli.regions import Region, Regions
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (120, 400, 3), np.uint8)
+    regs = Regions((400, 120), [Region("text", (20.0, 30.0, 380.0, 70.0))])
+    from privacy_cli.pipeline import TEXT_SCALE
+
+    mask = regs.to_mask(text_scale=TEXT_SCALE)
+    for spec in parse_methods("blur,pixelate"):
+        bench_out = apply_method(spec, img, mask, regs)
+        cmd_out = np.asarray(getattr(api, spec.name)(img, regions=regs, box_scale=1.0))
+        assert np.array_equal(bench_out, cmd_out), spec.label
+        # without the regions the face rule (0.16 x the short side) applies: a weaker setting
+        assert not np.array_equal(bench_out, apply_method(spec, img, mask)), spec.label

@@ -249,6 +249,7 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
             orig.regions_sig,
             self.config.geometry(),
             __version__,
+            "regions-passed",  # methods get the regions (text strength by glyph size)
             *parts,
         )
 
@@ -327,7 +328,7 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
             stats.outputs_cached += 1
             return cached
         extra = self._method_kwargs(spec)
-        out = apply_method(spec, orig.rgb(), self._mask(orig), **extra)
+        out = apply_method(spec, orig.rgb(), self._mask(orig), orig.regions, **extra)
         stats.outputs_computed += 1
         self.cache.put_image(out_key, out)
         return out

@@ -274,9 +274,14 @@ def parse_methods(spec: str | Sequence[str]) -> list[MethodSpec]:
     return out
 
 
-def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray, **extra: Any) -> np.ndarray:
+def apply_method(
+    spec: MethodSpec, image: np.ndarray, mask: np.ndarray, regions: Any = None, **extra: Any
+) -> np.ndarray:
     """Run ``spec`` on ``image`` (H,W,3) uint8 with ``mask`` (H,W) float32 [0,1]; (H,W,3) uint8.
 
+    ``regions``: the Regions the mask was made from (image pixels), passed to methods that take
+    them, as the image commands do: blur, pixelate and mask then size their default strength for
+    text lines by glyph height rather than by the face rule.
     ``extra``: options the runner adds that are not part of the spec's label (the bench's default
     k-Same donor folder); the spec's own options win.
 
@@ -291,7 +296,9 @@ def apply_method(spec: MethodSpec, image: np.ndarray, mask: np.ndarray, **extra:
     if not mask.any():
         return image.copy()
     try:
-        out = fn(image, mask, **{**extra, **spec.kwargs})
+        from ..methods.compose import call_method
+
+        out = call_method(fn, image, mask, regions, **{**extra, **spec.kwargs})
     except PrivpixError:
         raise
     except (TypeError, ValueError) as e:
