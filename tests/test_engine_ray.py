@@ -185,7 +185,7 @@ def _common(inputs: list[str], output: Path, **kw):  # noqa: ANN202
         keep_metadata=False,
         max_pixels=200_000_000,
         spec=RegionSpec(detect=("faces",), device="cpu"),
-        engine="ray",
+        engine=kw.pop("engine", "ray"),
         **kw,
     )
 
@@ -414,3 +414,33 @@ def test_deidentify_ksame_ray_matches_local(cluster, tmp_path):
     ray_tree = _tree(tmp_path / "ray")
     ray_tree.pop("privpix-deidentify.manifest.jsonl")
     assert len(ray_tree) == 3 and ray_tree == _tree(tmp_path / "local")
+
+
+def test_local_pipeline_same_bytes_and_order_as_sequential(tmp_path):
+    """One local worker pipelines decode / inference / encode (threads, bounded queues): results come in
+    input order, a bad file fails alone, and every output equals the unpipelined per-image function's."""
+    from privacy_cli import engines
+    from privacy_cli.cli.batch import run_one
+    from privacy_cli.cli.image_cmds import method_fn
+    from privacy_cli.cli.output import Output
+
+    names = ["img1.jpg", "img3.jpg", "img8.jpg", "img13.jpg"]
+    src = _thumbs(tmp_path / "in", names, 384)
+    (src / "img2.jpg").write_bytes(b"not a jpeg")
+    common = _common([str(src)], tmp_path / "piped", engine="local")
+    fn = method_fn("blur", common, {"radius": None})
+    assert fn.stages is not None
+    jobs = engines.plan(common.inputs, "blur", common.output)
+    code, results = engines.run_jobs(
+        jobs,
+        partial(method_fn, "blur", common, {"radius": None}),
+        Output(quiet=True),
+        "blur",
+        engines.EngineOptions(),
+    )
+    assert code == 1 and [r.input for r in results] == [str(j.input) for j in jobs]
+    assert [r.status for r in results].count("error") == 1
+    seq = engines.plan(common.inputs, "blur", tmp_path / "sequential")
+    for job in seq:
+        run_one(job, lambda j: fn.stages.encode(fn.stages.compute(j, None)))
+    assert _tree(tmp_path / "piped") == _tree(tmp_path / "sequential") and len(_tree(tmp_path / "piped")) == 4

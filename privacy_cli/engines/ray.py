@@ -107,10 +107,20 @@ class PrivpixActor:
         self.worker = worker_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = []
-        for s in batch["task"]:
-            r = run_task(Task.from_json(str(s)), self.fn, self.overwrite)
-            rows.append(json.dumps({**r.to_json(), "worker": self.worker}, default=str))
+        from ..cli.batch import iter_pipelined
+
+        tasks = [Task.from_json(str(s)) for s in batch["task"]]
+        stages = getattr(self.fn, "stages", None)
+        if stages is not None and len(tasks) > 1 and not any(t.staged for t in tasks):
+            # local files: decode the next image and encode the last one while this one is inferred
+            jobs = [
+                Job(Path(t.input), None if t.output is None else Path(t.output), Path(t.rel), t.error, t.skip)
+                for t in tasks
+            ]
+            results = iter_pipelined(jobs, stages)
+        else:
+            results = (run_task(t, self.fn, self.overwrite) for t in tasks)
+        rows = [json.dumps({**r.to_json(), "worker": self.worker}, default=str) for r in results]
         return {"row": np.array(rows, dtype=object)}
 
 
