@@ -15,6 +15,7 @@ Pillow and OpenCV release the GIL while decoding and encoding, so the stages rea
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections import deque
@@ -31,7 +32,9 @@ from ..pipeline import Result
 from .output import DEBUG, Output
 
 #: images decoded ahead of, and waiting to be encoded after, the one being inferred (per worker)
-AHEAD = 2
+AHEAD = 1
+#: PRIVPIX_PIPELINE=0 runs each image's stages back to back (for benchmarks and debugging)
+PIPELINE = os.environ.get("PRIVPIX_PIPELINE", "1") != "0"
 
 
 @dataclass
@@ -153,12 +156,10 @@ def run_jobs(
     (:func:`iter_pipelined`). Exit code 0 when every job succeeded or was skipped, 1 when any failed.
     """
     results: list[Result] = []
-    stages: Stages | None = getattr(fn, "stages", None)
+    stages: Stages | None = getattr(fn, "stages", None) if PIPELINE else None
     if workers > 1 and len(jobs) > 1:
         # several images at once: share the cores instead of oversubscribing them; torch is never
         # imported for this (a job without a torch model must not load it): set if loaded, else at import
-        import os
-
         threads = max(1, (os.cpu_count() or 1) // workers)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)

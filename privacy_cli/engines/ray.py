@@ -107,10 +107,10 @@ class PrivpixActor:
         self.worker = worker_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..cli.batch import iter_pipelined
+        from ..cli.batch import PIPELINE, iter_pipelined
 
         tasks = [Task.from_json(str(s)) for s in batch["task"]]
-        stages = getattr(self.fn, "stages", None)
+        stages = getattr(self.fn, "stages", None) if PIPELINE else None
         if stages is not None and len(tasks) > 1 and not any(t.staged for t in tasks):
             # local files: decode the next image and encode the last one while this one is inferred
             jobs = [
