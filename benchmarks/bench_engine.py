@@ -15,8 +15,9 @@ all cores) before the runs, reports how long that took, and the ray runs join it
 RAY_ADDRESS unset so each ray run starts (and pays for) its own cluster.
 
 CPU seconds are user + system time: of the `privpix` process and its reaped descendants
-(``RUSAGE_CHILDREN``), plus, for ray runs on the shared cluster, what the cluster's processes (raylet,
-GCS, workers, including workers that exited) used during the run (psutil). Configurations alternate
+(``RUSAGE_CHILDREN``), plus, for ray runs, each Ray worker's own CPU time as its manifest rows report it
+(``worker_cpu_s``: the worker process's whole life, model loading included). Ray's daemons (raylet,
+GCS) are not counted. Configurations alternate
 within each round (``--rounds``), so a changing load on a shared machine hits them alike; the table gives
 the median per configuration. Every run must write the same bytes as the first configuration's. The load
 average is printed before and after.
@@ -51,34 +52,27 @@ CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
 }
 
 
-def cluster_cpu(root: int | None) -> float:
-    """CPU seconds used so far by the process tree under ``root`` (without ``root`` itself), including
-    children those processes reaped (Ray workers that exited). 0 when ``root`` is None."""
-    if root is None:
-        return 0.0
-    import psutil
-
-    total = 0.0
-    for p in psutil.Process(root).children(recursive=True):
-        try:
-            t = p.cpu_times()
-        except psutil.Error:  # exited meanwhile
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
-def run(cmd: list[str], env: dict[str, str], cluster: int | None = None) -> tuple[float, float, int, str]:
-    """Run ``cmd``; return (wall s, CPU s of it, its reaped descendants and the cluster under the
-    process ``cluster``, exit code, stderr tail)."""
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
+    """Run ``cmd``; return (wall s, CPU s of it and its reaped descendants, exit code, stderr tail)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before_cluster = cluster_cpu(cluster)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu + cluster_cpu(cluster) - before_cluster, p.returncode, p.stderr[-1500:]
+    return wall, cpu, p.returncode, p.stderr[-1500:]
+
+
+def workers_cpu(manifest: Path) -> float:
+    """CPU seconds of the Ray workers of a run: each worker's largest ``worker_cpu_s`` in the manifest."""
+    import json
+
+    last: dict[str, float] = {}
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        if "worker_cpu_s" in row:
+            last[row["worker"]] = max(last.get(row["worker"], 0.0), row["worker_cpu_s"])
+    return sum(last.values())
 
 
 def start_cluster(num_cpus: int) -> tuple[str, float]:
@@ -124,10 +118,9 @@ def main() -> None:
         photos = photos[: args.limit]
     exe = [sys.executable, "-c", "from privacy_cli.cli.app import main; main()"]
     load_before = os.getloadavg()
-    address, started, cluster = os.environ.get("RAY_ADDRESS"), None, None
+    address, started = os.environ.get("RAY_ADDRESS"), None
     if address is None and args.ray_cluster == "shared" and any(c.startswith("ray") for c in names):
         address, started = start_cluster(args.num_cpus)
-        cluster = os.getpid()
     times: dict[str, list[tuple[float, float]]] = {c: [] for c in names}
     same: dict[str, bool] = {c: True for c in names}
     with tempfile.TemporaryDirectory() as d:
@@ -146,7 +139,9 @@ def main() -> None:
                 env = {**os.environ, **env_extra}
                 if c.startswith("ray") and address:
                     env["RAY_ADDRESS"] = address
-                wall, cpu, code, err = run(cmd, env, cluster if c.startswith("ray") else None)
+                wall, cpu, code, err = run(cmd, env)
+                if c.startswith("ray"):
+                    cpu += workers_cpu(out / "privpix-blur.manifest.jsonl")
                 got = outputs(out)
                 if code != 0 or len(got) != len(photos):
                     sys.exit(f"{c}: exit {code}, {len(got)}/{len(photos)} outputs\n{err}")

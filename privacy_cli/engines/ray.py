@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,8 +121,11 @@ class PrivpixActor:
             results = iter_pipelined(jobs, stages)
         else:
             results = (run_task(t, self.fn, self.overwrite) for t in tasks)
-        rows = [json.dumps({**r.to_json(), "worker": self.worker}, default=str) for r in results]
-        return {"row": np.array(rows, dtype=object)}
+        rows = [{**r.to_json(), "worker": self.worker} for r in results]
+        cpu = round(time.process_time(), 2)  # this actor's CPU so far (all threads, model load included)
+        return {
+            "row": np.array([json.dumps({**r, "worker_cpu_s": cpu}, default=str) for r in rows], dtype=object)
+        }
 
 
 def _bound_actor(make_fn: FnFactory, overwrite: bool) -> type:
