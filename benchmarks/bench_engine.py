@@ -1,14 +1,30 @@
-"""Benchmark: `privpix blur --detect faces` over a folder with --engine local and --engine ray (1 and 2 workers).
+"""Benchmark: `privpix blur --detect faces` over a folder on each engine and worker count.
 
-Each configuration is one fresh `privpix` process (what a user runs), timed end to end, so Ray's
-overheads are included: connecting to (or starting) the cluster, starting actors, each actor importing
-torch and loading the detector, moving tasks and rows. It also checks that every configuration wrote
-the same bytes as the local engine.
+Configurations (``--configs``, comma separated):
 
-Run:  uv run python benchmarks/bench_engine.py [FOLDER] [--limit N] [--workers 1,2] [--batch-size 8]
-(default FOLDER: ../shared/datasets/faces-id). Without RAY_ADDRESS each ray run starts its own local
-cluster (its start-up is then part of the time); with RAY_ADDRESS=host:port they join that cluster.
-Prints a Markdown table for docs/performance.md.
+* ``seq``: ``--engine local``, one worker, stages back to back (``PRIVPIX_PIPELINE=0``: the engine before
+  pipelining);
+* ``local1``: ``--engine local``, one worker, decode / inference / encode pipelined (the default);
+* ``local2``: ``--engine local --workers 2`` (two images at once in threads);
+* ``ray1`` / ``ray2``: ``--engine ray --workers 1|2``.
+
+Each run is one fresh `privpix` process (what a user runs), timed end to end, so start-up is included
+(for Ray: joining the cluster, starting actors, each actor loading the detector, moving tasks and rows).
+By default (``--ray-cluster shared``) the benchmark starts one local Ray cluster (``--num-cpus``, default:
+all cores) before the runs, reports how long that took, and the ray runs join it; ``per-run`` leaves
+RAY_ADDRESS unset so each ray run starts (and pays for) its own cluster.
+
+CPU seconds are user + system time: of the `privpix` process and its reaped descendants
+(``RUSAGE_CHILDREN``), plus, for ray runs, each Ray worker's own CPU time as its manifest rows report it
+(``worker_cpu_s``: the worker process's whole life, model loading included). Ray's daemons (raylet,
+GCS) are not counted. Configurations alternate
+within each round (``--rounds``), so a changing load on a shared machine hits them alike; the table gives
+the median per configuration. Every run must write the same bytes as the first configuration's. The load
+average is printed before and after.
+
+Run:  python benchmarks/bench_engine.py [FOLDER] [--limit N] [--rounds 2] [--configs seq,local1,local2,ray1,ray2]
+      [--ray-cluster shared|per-run] [--num-cpus N]
+(default FOLDER: ../shared/datasets/faces-id). Prints a Markdown table for docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,7 +32,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,13 +43,55 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared" / "datasets" / "faces-id"
+CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "seq": ("local, 1 worker, not pipelined", [], {"PRIVPIX_PIPELINE": "0"}),
+    "local1": ("local, 1 worker, pipelined", [], {}),
+    "local2": ("local, 2 workers", ["--workers", "2"], {}),
+    "ray1": ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], {}),
+    "ray2": ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], {}),
+}
 
 
-def run(cmd: list[str]) -> tuple[float, int, str]:
-    """Run ``cmd``; return (wall seconds, exit code, tail of stderr)."""
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
+    """Run ``cmd``; return (wall s, CPU s of it and its reaped descendants, exit code, stderr tail)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return time.perf_counter() - t0, p.returncode, p.stderr[-1500:]
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, p.returncode, p.stderr[-1500:]
+
+
+def workers_cpu(manifest: Path) -> float:
+    """CPU seconds of the Ray workers of a run: each worker's largest ``worker_cpu_s`` in the manifest."""
+    import json
+
+    last: dict[str, float] = {}
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        if "worker_cpu_s" in row:
+            last[row["worker"]] = max(last.get(row["worker"], 0.0), row["worker_cpu_s"])
+    return sum(last.values())
+
+
+def start_cluster(num_cpus: int) -> tuple[str, float]:
+    """Start a local Ray cluster in this process (its processes are our children, so they stop with it);
+    returns (address for RAY_ADDRESS, seconds it took). Retried twice: on a saturated machine Ray's
+    agents can miss their 15 s start-up deadline."""
+    from privacy_cli.engines.ray import _import_ray
+
+    ray = _import_ray()
+    for attempt in range(3):
+        t0 = time.perf_counter()
+        try:
+            ctx = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            return ctx.address_info["gcs_address"], time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - Ray raises bare Exceptions for start-up timeouts
+            ray.shutdown()
+            if attempt == 2:
+                sys.exit(f"could not start a local Ray cluster: {e}")
+    raise AssertionError
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
@@ -42,45 +102,79 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
-    ap.add_argument("--workers", default="1,2", help="Ray actor counts to measure")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")
+    ap.add_argument("--configs", default="seq,local1,local2,ray1,ray2", help=f"of {', '.join(CONFIGS)}")
+    ap.add_argument("--batch-size", type=int, default=8, help="--batch-size of the ray runs")
+    ap.add_argument("--ray-cluster", choices=("shared", "per-run"), default="shared")
+    ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the shared cluster")
     args = ap.parse_args()
+    names = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown configs {unknown}; use {', '.join(CONFIGS)}")
 
     photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if args.limit:
         photos = photos[: args.limit]
     exe = [sys.executable, "-c", "from privacy_cli.cli.app import main; main()"]
+    load_before = os.getloadavg()
+    address, started = os.environ.get("RAY_ADDRESS"), None
+    if address is None and args.ray_cluster == "shared" and any(c.startswith("ray") for c in names):
+        address, started = start_cluster(args.num_cpus)
+    times: dict[str, list[tuple[float, float]]] = {c: [] for c in names}
+    same: dict[str, bool] = {c: True for c in names}
     with tempfile.TemporaryDirectory() as d:
         src = Path(d, "in")
         src.mkdir()
         for p in photos:
             shutil.copy(p, src / p.name)
-        configs = [("local", [])] + [
-            (f"ray, {w} worker(s)", ["--engine", "ray", "--workers", w, "--batch-size", str(args.batch_size)])
-            for w in args.workers.split(",")
-        ]
-        rows, reference = [], None
-        for name, extra in configs:
-            out = Path(d, name.replace(" ", "_").replace(",", ""))
-            dt, code, err = run(
-                [*exe, "blur", str(src), "-o", str(out), "--detect", "faces", "--quiet", *extra]
-            )
-            got = outputs(out)
-            if code != 0 or len(got) != len(photos):
-                sys.exit(f"{name}: exit {code}, {len(got)}/{len(photos)} outputs\n{err}")
-            reference = reference or got
-            same = got == reference
-            rows.append((name, dt, len(photos) / dt, same))
-    local = rows[0][1]
+        reference = None
+        for rnd in range(args.rounds):
+            for c in names:
+                _, extra, env_extra = CONFIGS[c]
+                if c.startswith("ray"):
+                    extra = [*extra, "--batch-size", str(args.batch_size)]
+                out = Path(d, f"{c}-{rnd}")
+                cmd = [*exe, "blur", str(src), "-o", str(out), "--detect", "faces", "--quiet", *extra]
+                env = {**os.environ, **env_extra}
+                if c.startswith("ray") and address:
+                    env["RAY_ADDRESS"] = address
+                wall, cpu, code, err = run(cmd, env)
+                if c.startswith("ray"):
+                    cpu += workers_cpu(out / "privpix-blur.manifest.jsonl")
+                got = outputs(out)
+                if code != 0 or len(got) != len(photos):
+                    sys.exit(f"{c}: exit {code}, {len(got)}/{len(photos)} outputs\n{err}")
+                reference = reference or got
+                same[c] &= got == reference
+                times[c].append((wall, cpu))
+                shutil.rmtree(out)
+                print(f"round {rnd + 1} {c}: {wall:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
     print(
-        f"{len(photos)} photos from {args.folder}; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '(local cluster per run)')}\n"
+        f"{len(photos)} photos from {args.folder}; {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {args.rounds} alternating round(s), medians; load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after; "
+        + (
+            f"ray runs joined a {args.num_cpus}-CPU local cluster started by the benchmark in {started:.1f} s"
+            if started is not None
+            else f"RAY_ADDRESS={address or '(a local cluster per ray run)'}"
+        )
+        + "\n"
     )
-    print("| engine | wall s | photos/s | time vs local | bytes equal to local |")
-    print("|---|---:|---:|---:|---|")
-    for name, dt, rate, same in rows:
-        print(f"| {name} | {dt:.1f} | {rate:.2f} | {dt / local:.2f}x | {'yes' if same else 'NO'} |")
+    base = statistics.median(w for w, _ in times[names[0]])
+    base_cpu = statistics.median(c for _, c in times[names[0]])
+    print(
+        "| configuration | wall s | photos/s | CPU s | CPU s/photo | wall vs first | CPU vs first | bytes equal |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for c in names:
+        wall = statistics.median(w for w, _ in times[c])
+        cpu = statistics.median(x for _, x in times[c])
+        print(
+            f"| {CONFIGS[c][0]} | {wall:.1f} | {len(photos) / wall:.2f} | {cpu:.1f} | {cpu / len(photos):.3f} "
+            f"| {wall / base:.2f}x | {cpu / base_cpu:.2f}x | {'yes' if same[c] else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -261,7 +261,25 @@ class Result:
         return d
 
 
-def process_file(
+@dataclass
+class Computed:
+    """An image processed but not yet written (between :func:`compute_file` and :func:`write_computed`):
+    the output frames ``(rgb, like, changed)`` and the Result fields. Holds decoded pixels, so engines
+    keep only a few of these in flight."""
+
+    input_path: Path
+    output_path: Path
+    loaded: LoadedImage
+    outs: list[tuple[np.ndarray, LoadedImage, np.ndarray]]
+    n_found: int
+    n_obfuscated: int
+    extra: dict[str, Any]
+    t0: float
+    quality: int
+    keep_metadata: bool
+
+
+def compute_file(
     input_path: Path,
     output_path: Path,
     method: str,
@@ -273,18 +291,18 @@ def process_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
     show_text: bool = False,
-) -> Result:
-    """Run one method on one file. Raises a PrivpixError on failure (nothing is written then).
-
-    ``show_text`` puts the recognised text of text regions into the result's records (default: left
-    out, so logged JSON never holds the personal data removed).
-    """
+    loaded: LoadedImage | None = None,
+) -> Computed | Result:
+    """Everything :func:`process_file` does but the write: a ``skipped`` Result when the output exists
+    (and not ``overwrite``), else a :class:`Computed`. ``loaded``: the input already decoded (an
+    engine's decode stage), else it is decoded here. Raises a PrivpixError on failure."""
     t0 = time.perf_counter()
     if output_path.exists() and not overwrite:
         return Result(
             str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"}
         )
-    loaded = load_image(input_path, max_pixels=max_pixels)
+    if loaded is None:
+        loaded = load_image(input_path, max_pixels=max_pixels)
     frames = [loaded, *loaded.frames]  # every frame of an animation / page of a TIFF
     from .methods import get_method
     from .methods.compose import call_method
@@ -323,28 +341,71 @@ def process_file(
         outs.append((out, frame, mask > 0))
     if len(frames) > 1:
         extra["frames"] = len(frames)
+    return Computed(
+        input_path, output_path, loaded, outs, n_found, n_obfuscated, extra, t0, quality, keep_metadata
+    )
+
+
+def write_computed(c: Computed) -> Result:
+    """Encode and write a :class:`Computed` image atomically; its Result (``seconds`` from the start of
+    :func:`compute_file`). Raises InputError when the output cannot be written (nothing is left)."""
     notes: list[str] = []
     try:
         save_image(
-            outs[0][0],
-            output_path,
-            like=loaded,
-            quality=quality,
-            keep_metadata=keep_metadata,
-            changed=outs[0][2],
-            frames=outs[1:],
+            c.outs[0][0],
+            c.output_path,
+            like=c.loaded,
+            quality=c.quality,
+            keep_metadata=c.keep_metadata,
+            changed=c.outs[0][2],
+            frames=c.outs[1:],
             notes=notes,
         )
     except OSError as e:
-        raise InputError(f"{output_path}: cannot write output ({e.strerror or e})") from None
+        raise InputError(f"{c.output_path}: cannot write output ({e.strerror or e})") from None
     if notes:
-        extra["notes"] = notes
+        c.extra["notes"] = notes
     return Result(
-        str(input_path),
-        str(output_path),
+        str(c.input_path),
+        str(c.output_path),
         "ok",
-        n_found,
-        n_obfuscated,
-        time.perf_counter() - t0,
-        extra=extra,
+        c.n_found,
+        c.n_obfuscated,
+        time.perf_counter() - c.t0,
+        extra=c.extra,
     )
+
+
+def process_file(
+    input_path: Path,
+    output_path: Path,
+    method: str,
+    method_opts: dict[str, Any],
+    spec: RegionSpec,
+    rel: Path | None = None,
+    quality: int = 95,
+    keep_metadata: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    overwrite: bool = False,
+    show_text: bool = False,
+) -> Result:
+    """Run one method on one file. Raises a PrivpixError on failure (nothing is written then).
+
+    ``show_text`` puts the recognised text of text regions into the result's records (default: left
+    out, so logged JSON never holds the personal data removed). The two halves,
+    :func:`compute_file` and :func:`write_computed`, let an engine overlap encoding with the next image.
+    """
+    c = compute_file(
+        input_path,
+        output_path,
+        method,
+        method_opts,
+        spec,
+        rel,
+        quality,
+        keep_metadata,
+        max_pixels,
+        overwrite,
+        show_text,
+    )
+    return c if isinstance(c, Result) else write_computed(c)

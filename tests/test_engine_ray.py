@@ -5,7 +5,8 @@ server on 127.0.0.1 started here, s3fs as the client). What is checked: byte-ide
 ``--engine local``; a bad image is an error row and exit 1 while the rest are written; an actor process
 killed mid-run (SIGKILL from inside the per-image function) has its batch retried and every image gets
 exactly one output and one manifest row; an interrupted job resumes with only the remaining images;
-object-store inputs and outputs. Set RAY_ADDRESS to run against an already running cluster instead.
+object-store inputs and outputs; detect, perturb and deidentify (k-Same, donors from the whole run) give
+the local engine's records and bytes. Set RAY_ADDRESS to run against an already running cluster instead.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def _common(inputs: list[str], output: Path, **kw):  # noqa: ANN202
         keep_metadata=False,
         max_pixels=200_000_000,
         spec=RegionSpec(detect=("faces",), device="cpu"),
-        engine="ray",
+        engine=kw.pop("engine", "ray"),
         **kw,
     )
 
@@ -339,3 +340,107 @@ def test_local_engine_never_imports_ray(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert p.stdout.strip().splitlines()[-1] == "False", p.stderr
     assert (tmp_path / "x_mask.png").exists()
+
+
+def _thumbs(dst: Path, names: list[str], side: int) -> Path:
+    """faces-id photos ``names`` downscaled to ``side`` px (JPEG q95): quick for the slow methods."""
+    from PIL import Image
+
+    dst.mkdir()
+    for name in names:
+        im = Image.open(FACES_ID / name).convert("RGB")
+        im.thumbnail((side, side))
+        im.save(dst / name, quality=95)
+    return dst
+
+
+def _same_records(local: list[dict], ray: list[dict], folder_keys: tuple[str, ...] = ()) -> None:
+    """Per input, the records of both engines agree on everything but timing and where they ran."""
+    drop = {"seconds", "worker", "worker_cpu_s", "time", *folder_keys}
+    a = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in local}
+    b = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in ray}
+    assert a == b
+
+
+def test_detect_ray_matches_local(cluster, photos, tmp_path):
+    src = tmp_path / "in"
+    _subset(photos, src, 4)
+    shutil.copy(photos / "broken.jpg", src / "broken.jpg")
+    runs = {}
+    for engine in ("local", "ray"):
+        d = tmp_path / engine
+        args = ["detect", str(src), "--detect", "faces", "--json", "-o", str(d / "det.json")]
+        args += ["--masks", str(d / "masks"), "--engine", engine, "--workers", "2", "--batch-size", "2"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, r.output  # the broken photo
+        runs[engine] = _rows(r.stdout)
+    assert len(runs["ray"]) == 5 and sum(x["status"] == "ok" for x in runs["ray"]) == 4
+    assert all(x["regions_found"] >= 1 for x in runs["ray"] if x["status"] == "ok")
+    _same_records(runs["local"], runs["ray"], ("files",))
+    assert (tmp_path / "ray" / "det.json").read_bytes() == (tmp_path / "local" / "det.json").read_bytes()
+    masks = _tree(tmp_path / "ray" / "masks")
+    assert len(masks) == 4 and masks == _tree(tmp_path / "local" / "masks")
+    assert not list(src.glob("*.jsonl"))  # detect writes no image, so no manifest
+
+
+def test_perturb_ray_matches_local(cluster, tmp_path):
+    """PGD against dlib's recogniser (torch) in an actor with one thread gives the local bytes."""
+    src = _thumbs(tmp_path / "in", ["img1.jpg", "img3.jpg"], 256)
+    runs = {}
+    for engine in ("local", "ray"):
+        args = ["perturb", str(src), "-o", str(tmp_path / engine), "-t", "dlib-resnet", "--steps", "2"]
+        r = runner.invoke(app, [*args, "--json", "--engine", engine, "--batch-size", "1"])
+        assert r.exit_code == 0, r.output
+        runs[engine] = _rows(r.stdout)
+    assert {x["status"] for x in runs["ray"]} == {"ok"} and all("targets" in x for x in runs["ray"])
+    _same_records(runs["local"], runs["ray"], ("output",))
+    ray_tree = _tree(tmp_path / "ray")
+    ray_tree.pop("privpix-perturb.manifest.jsonl")
+    assert sorted(ray_tree) == ["img1.jpg", "img3.jpg"] and ray_tree == _tree(tmp_path / "local")
+
+
+def test_deidentify_ksame_ray_matches_local(cluster, tmp_path):
+    """k-Same takes its donors from the whole run: the pool is built once by the driver and reaches
+    every actor with the per-image function, so each face gets the same donors as locally."""
+    src = _thumbs(tmp_path / "in", ["img10.jpg", "img12.jpg", "img14.jpg"], 512)  # three people
+    runs = {}
+    for engine in ("local", "ray"):
+        args = ["deidentify", str(src), "-o", str(tmp_path / engine), "--model", "ksame", "--k", "2"]
+        r = runner.invoke(app, [*args, "--json", "--engine", engine, "--workers", "2", "--batch-size", "1"])
+        assert r.exit_code == 0, r.output
+        runs[engine] = [x for x in _rows(r.stdout) if "input" in x]
+    assert len(runs["ray"]) == 3 and all(x["faces"][0]["backend"] == "ksame" for x in runs["ray"])
+    _same_records(runs["local"], runs["ray"], ("output",))
+    ray_tree = _tree(tmp_path / "ray")
+    ray_tree.pop("privpix-deidentify.manifest.jsonl")
+    assert len(ray_tree) == 3 and ray_tree == _tree(tmp_path / "local")
+
+
+def test_local_pipeline_same_bytes_and_order_as_sequential(tmp_path):
+    """One local worker pipelines decode / inference / encode (threads, bounded queues): results come in
+    input order, a bad file fails alone, and every output equals the unpipelined per-image function's."""
+    from privacy_cli import engines
+    from privacy_cli.cli.batch import run_one
+    from privacy_cli.cli.image_cmds import method_fn
+    from privacy_cli.cli.output import Output
+
+    names = ["img1.jpg", "img3.jpg", "img8.jpg", "img13.jpg"]
+    src = _thumbs(tmp_path / "in", names, 384)
+    (src / "img2.jpg").write_bytes(b"not a jpeg")
+    common = _common([str(src)], tmp_path / "piped", engine="local")
+    fn = method_fn("blur", common, {"radius": None})
+    assert fn.stages is not None
+    jobs = engines.plan(common.inputs, "blur", common.output)
+    code, results = engines.run_jobs(
+        jobs,
+        partial(method_fn, "blur", common, {"radius": None}),
+        Output(quiet=True),
+        "blur",
+        engines.EngineOptions(),
+    )
+    assert code == 1 and [r.input for r in results] == [str(j.input) for j in jobs]
+    assert [r.status for r in results].count("error") == 1
+    seq = engines.plan(common.inputs, "blur", tmp_path / "sequential")
+    for job in seq:
+        run_one(job, lambda j: fn.stages.encode(fn.stages.compute(j, None)))
+    assert _tree(tmp_path / "piped") == _tree(tmp_path / "sequential") and len(_tree(tmp_path / "piped")) == 4

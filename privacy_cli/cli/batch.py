@@ -6,14 +6,23 @@ per-image function ``fn(job) -> Result`` does one image (see ``cli/image_cmds.ru
 :func:`run_one` wraps it so that every failure becomes an error Result (never an exception) and
 skipped/invalid jobs are answered without calling it; :func:`report_result` prints a result's lines.
 Engines: privacy_cli/engines (``--engine local`` is :func:`run_jobs`, ``--engine ray`` a Ray cluster).
+
+A per-image function may also offer :class:`Stages` (``fn.stages``): then one worker runs a pipeline
+(:func:`iter_pipelined`): the next images decode in a thread and the previous one encodes in another
+while this one is inferred, with at most :data:`AHEAD` images waiting on either side (bounded memory).
+Pillow and OpenCV release the GIL while decoding and encoding, so the stages really overlap.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import traceback
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
 
 from rich.markup import escape
 
@@ -21,6 +30,26 @@ from ..errors import PrivpixError
 from ..io import Job
 from ..pipeline import Result
 from .output import DEBUG, Output
+
+#: images decoded ahead of, and waiting to be encoded after, the one being inferred (per worker)
+AHEAD = 1
+#: PRIVPIX_PIPELINE=0 runs each image's stages back to back (for benchmarks and debugging)
+PIPELINE = os.environ.get("PRIVPIX_PIPELINE", "1") != "0"
+
+
+@dataclass
+class Stages:
+    """A per-image function split for pipelining (same result as calling the function).
+
+    ``decode(job)``: read and decode the input (any value, e.g. a LoadedImage; None to let ``compute``
+    decide, e.g. for an output that already exists). ``compute(job, decoded)``: detect and apply the
+    method; returns a finished :class:`Result` (e.g. skipped) or a value for ``encode``. ``encode(value)``:
+    write the output atomically and return its Result. Any stage may raise (the image then fails and
+    nothing is written)."""
+
+    decode: Callable[[Job], Any]
+    compute: Callable[[Job, Any], Any]
+    encode: Callable[[Any], Result]
 
 
 def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
@@ -65,6 +94,55 @@ def report_result(out: Output, r: Result) -> None:
         out.warn(note)
 
 
+def iter_pipelined(jobs: Sequence[Job], stages: Stages) -> Iterator[Result]:
+    """Results of ``jobs`` in order, each image through ``stages`` with decoding (thread 1) and encoding
+    (thread 2) overlapping the compute stage in this thread. At most :data:`AHEAD` decoded images wait
+    for compute and :data:`AHEAD` computed ones for encoding. Failures are error Results (:func:`run_one`)."""
+    ahead: deque[tuple[Job, Future]] = deque()
+    behind: deque[tuple[Job, Future | Result]] = deque()
+    todo = iter(jobs)
+    with ThreadPoolExecutor(1, "privpix-decode") as dec, ThreadPoolExecutor(1, "privpix-encode") as enc:
+
+        def refill() -> None:
+            while len(ahead) < AHEAD:
+                job = next(todo, None)
+                if job is None:
+                    return
+                ahead.append((job, dec.submit(run_one, job, stages.decode)))
+
+        def finished(item: tuple[Job, Future | Result]) -> Result:
+            job, r = item
+            return r.result() if isinstance(r, Future) else r
+
+        try:
+            refill()
+            while ahead:
+                job, fut = ahead.popleft()
+                refill()
+                decoded = fut.result()
+                if isinstance(decoded, Result):  # planning error, skip, or a decode failure
+                    behind.append((job, decoded))
+                else:
+                    c = run_one(job, lambda j, d=decoded: stages.compute(j, d))  # type: ignore[misc]
+                    del decoded
+                    if isinstance(c, Result):
+                        behind.append((job, c))
+                    else:
+                        behind.append((job, enc.submit(run_one, job, lambda _j, c=c: stages.encode(c))))
+                while behind and (
+                    len(behind) > AHEAD or not isinstance(behind[0][1], Future) or behind[0][1].done()
+                ):
+                    yield finished(behind.popleft())
+            while behind:
+                yield finished(behind.popleft())
+        finally:  # an interrupt: drop what has not started (a running write still completes atomically)
+            for _, f in ahead:
+                f.cancel()
+            for _, f in behind:
+                if isinstance(f, Future):
+                    f.cancel()
+
+
 def run_jobs(
     jobs: list[Job],
     fn: Callable[[Job], Result],
@@ -74,14 +152,19 @@ def run_jobs(
 ) -> tuple[int, list[Result]]:
     """Run ``fn`` on every job (``workers`` threads), print records, return (exit code, results).
 
-    Exit code 0 when every job succeeded or was skipped, 1 when any failed.
+    With one worker and a function that has :class:`Stages`, the images run pipelined
+    (:func:`iter_pipelined`). Exit code 0 when every job succeeded or was skipped, 1 when any failed.
     """
     results: list[Result] = []
+    stages: Stages | None = getattr(fn, "stages", None) if PIPELINE else None
     if workers > 1 and len(jobs) > 1:
-        # several images at once: share the cores instead of oversubscribing them
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        # several images at once: share the cores instead of oversubscribing them; torch is never
+        # imported for this (a job without a torch model must not load it): set if loaded, else at import
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        else:
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
     def report(r: Result) -> None:
         results.append(r)
@@ -90,7 +173,12 @@ def run_jobs(
 
     try:
         with out.progress(len(jobs), description) as bar:
-            if workers <= 1 or len(jobs) <= 1:
+            if (workers <= 1 or len(jobs) <= 1) and stages is not None and len(jobs) > 1:
+                for r in iter_pipelined(jobs, stages):
+                    report(r)
+                    if bar:
+                        bar.advance()
+            elif workers <= 1 or len(jobs) <= 1:
                 for job in jobs:
                     report(run_one(job, fn))
                     if bar:

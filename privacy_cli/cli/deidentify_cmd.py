@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +16,16 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
 
     Donors from the run's own inputs: when faces are detected (and nothing else is a region source),
     the regions found here are handed to the run (:func:`_reuse_regions`) so each input is detected
-    once, not twice."""
+    once, not twice (local files and the local engine only).
+
+    Built here, before any image is processed, because every image's donors come from the whole run;
+    with ``--engine ray`` the pool travels to each actor with the per-image function (Ray Data keeps
+    that in its object store once per run, not once per task). Inputs may be URIs (read here).
+    """
+    from .. import engines
+    from ..engines.tasks import is_remote, read_bytes
     from ..errors import PrivpixError
-    from ..io import load_image, plan_outputs
+    from ..io import decode_image, load_image
     from ..methods.deidentify import DonorPool
     from ..pipeline import collect_regions, regions_mask
     from .output import Output
@@ -32,16 +39,23 @@ def _donor_pool(common: CommonArgs, donors_dir: Path | None) -> Any:
         from ..io import iter_images
 
         spec = replace(spec, mask=None, mask_dir=None, boxes=None, annotations=None, detect=("faces",))
-        items = [(p, None) for p in iter_images([donors_dir])]
+        items = [(str(p), None) for p in iter_images([donors_dir])]
     else:
-        items = [
-            (j.input, j.rel) for j in plan_outputs(common.inputs, "deidentify", common.output) if not j.error
-        ]
-    found: dict[str, list[Any]] | None = {} if donors_dir is None else None
+        jobs = engines.plan(common.inputs, "deidentify", common.output)
+        items = [(str(j.input), Path(j.rel)) for j in jobs if not j.error and not j.skip]
+    # the donor pass's faces are reused by the run only for local files on the local engine (the
+    # run looks them up by input path; remote inputs are read through temporary copies)
+    reuse = donors_dir is None and common.engine == "local" and not any(is_remote(loc) for loc, _ in items)
+    found: dict[str, list[Any]] | None = {} if reuse else None
     with out.progress(len(items), "donor faces") as bar:
-        for path, rel in items:
+        for loc, rel in items:
             try:
-                loaded = load_image(path, max_pixels=common.max_pixels)
+                if is_remote(loc):
+                    path = Path(PurePosixPath(loc).name)  # its name, for --mask-dir / --boxes lookups
+                    loaded = decode_image(read_bytes(loc), path, max_pixels=common.max_pixels)
+                else:
+                    path = Path(loc)
+                    loaded = load_image(path, max_pixels=common.max_pixels)
                 regions = collect_regions(loaded, spec, path, rel)
                 mask = regions_mask(regions, spec)
                 if found is not None and not loaded.frames and len(regions):

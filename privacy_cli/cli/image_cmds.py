@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..io import Job
-from ..pipeline import Result, process_file
+from ..io import Job, LoadedImage
+from ..pipeline import Computed, Result
 from .options import CommonArgs, _p, image_command
 from .output import Output, route_warnings
 
@@ -32,10 +32,19 @@ def method_fn(
     """
     if setup is not None:
         setup()
+    from ..io import load_image
+    from ..pipeline import compute_file, write_computed
+    from .batch import Stages
 
-    def one(job: Job) -> Result:
+    def decode(job: Job) -> LoadedImage | None:
         assert job.output is not None
-        return process_file(
+        if job.output.exists() and not common.overwrite:
+            return None  # compute reports it skipped
+        return load_image(job.input, max_pixels=common.max_pixels)
+
+    def compute(job: Job, loaded: LoadedImage | None) -> Computed | Result:
+        assert job.output is not None
+        return compute_file(
             job.input,
             job.output,
             method,
@@ -49,8 +58,14 @@ def method_fn(
             max_pixels=common.max_pixels,
             overwrite=common.overwrite,
             show_text=common.show_text,
+            loaded=loaded,
         )
 
+    def one(job: Job) -> Result:
+        c = compute(job, None)
+        return c if isinstance(c, Result) else write_computed(c)
+
+    one.stages = Stages(decode, compute, write_computed)  # type: ignore[attr-defined]
     return one
 
 

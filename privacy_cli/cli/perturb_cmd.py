@@ -4,15 +4,16 @@ recognisers (Pixel Privacy, paper 002), verified on what was written."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import MethodError, UsageError
-from ..io import Job, plan_outputs
+from ..io import Job
 from ..pipeline import Result, process_file
-from .batch import run_jobs
 from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command, split_list
 from .output import Output
 
@@ -34,18 +35,27 @@ def _run(common: CommonArgs, kw: dict[str, Any]) -> int:
         raise UsageError(f"--uap {kw['uap']}: no such file")
     if not 1 <= kw["epsilon"] <= 255:
         raise UsageError(f"--epsilon {kw['epsilon']}: must be in [1, 255] grey levels")
+    from .. import engines
+
+    opts = engines.EngineOptions.from_common(common)
     out = Output(common.json, common.quiet)
-    jobs = plan_outputs(common.inputs, "perturb", common.output)
+    jobs = engines.plan(common.inputs, "perturb", common.output)
     if not jobs:
         out.error("no input images found")
         return 1
-
-    def one(job: Job) -> Result:
-        assert job.output is not None
-        return perturb_file(job, common, names, kw)
-
-    code, _ = run_jobs(jobs, one, out, "perturb", common.workers)
+    setup = partial(configure, weights_dir=kw["weights_dir"], offline=True if kw["offline"] else None)
+    code, _ = engines.run_jobs(jobs, partial(perturb_fn, common, names, kw, setup), out, "perturb", opts)
     return code
+
+
+def perturb_fn(
+    common: CommonArgs, names: list[str], kw: dict[str, Any], setup: Callable[[], None] | None = None
+) -> Callable[[Job], Result]:
+    """The per-image function of ``perturb`` (built where it runs: this process or a Ray actor, after
+    ``setup``, e.g. the weights folder): ``fn(job) -> Result`` is :func:`perturb_file`."""
+    if setup is not None:
+        setup()
+    return partial(perturb_file, common=common, names=names, kw=kw)
 
 
 def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, Any]) -> Result:

@@ -10,6 +10,12 @@ per-image function (``make_fn() -> one(job) -> Result``) and returns ``(exit cod
   ``--batch-size`` images, retries when an actor dies, a manifest of per-image results next to the
   outputs that lets an interrupted job resume.
 
+A per-image function may offer :class:`privacy_cli.cli.batch.Stages` (``fn.stages``: decode, compute,
+encode); both engines then pipeline a worker's images (decode ahead and encode behind in threads,
+bounded queues) with the same bytes out. Every image command runs through :func:`run_jobs`: blur,
+pixelate, mask, erase, stylize, deidentify (whose k-Same donor pool, built by the driver over the whole
+run, travels inside the factory), perturb and detect (no output image, so no manifest).
+
 The factory (not the function) crosses process boundaries, so it must be picklable: a module-level
 function bound with :func:`functools.partial` to picklable arguments (command options, a RegionSpec).
 Inputs and outputs may be local paths or object-store URIs (``s3://``, ``gs://``, any fsspec

@@ -1,7 +1,8 @@
 """The run manifest: one JSON line per processed image, written next to the outputs as it happens.
 
 Each row is the image's ``--json`` record (input, output, status, regions_found, regions_obfuscated,
-regions, error, seconds, ...) plus ``worker`` (``host:pid``) and ``time`` (UTC, ISO 8601). JSON Lines
+regions, error, seconds, ...) plus ``worker`` (``host:pid``), ``worker_cpu_s`` (the worker process's CPU seconds so far, when its batch
+ended: with Ray, the job's CPU is the driver's plus each worker's largest value) and ``time`` (UTC, ISO 8601). JSON Lines
 rather than Parquet because rows are appended one by one as results arrive, so an interrupted job keeps
 every row it had, and a torn last line (a crash mid-write) is simply ignored on the next read.
 

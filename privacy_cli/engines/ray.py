@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,11 +108,24 @@ class PrivpixActor:
         self.worker = worker_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = []
-        for s in batch["task"]:
-            r = run_task(Task.from_json(str(s)), self.fn, self.overwrite)
-            rows.append(json.dumps({**r.to_json(), "worker": self.worker}, default=str))
-        return {"row": np.array(rows, dtype=object)}
+        from ..cli.batch import PIPELINE, iter_pipelined
+
+        tasks = [Task.from_json(str(s)) for s in batch["task"]]
+        stages = getattr(self.fn, "stages", None) if PIPELINE else None
+        if stages is not None and len(tasks) > 1 and not any(t.staged for t in tasks):
+            # local files: decode the next image and encode the last one while this one is inferred
+            jobs = [
+                Job(Path(t.input), None if t.output is None else Path(t.output), Path(t.rel), t.error, t.skip)
+                for t in tasks
+            ]
+            results = iter_pipelined(jobs, stages)
+        else:
+            results = (run_task(t, self.fn, self.overwrite) for t in tasks)
+        rows = [{**r.to_json(), "worker": self.worker} for r in results]
+        cpu = round(time.process_time(), 2)  # this actor's CPU so far (all threads, model load included)
+        return {
+            "row": np.array([json.dumps({**r, "worker_cpu_s": cpu}, default=str) for r in rows], dtype=object)
+        }
 
 
 def _bound_actor(make_fn: FnFactory, overwrite: bool) -> type:

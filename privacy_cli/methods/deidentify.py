@@ -178,6 +178,18 @@ class DonorPool:
     def __len__(self) -> int:
         return len(self.faces)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a Ray actor gets the run's pool with its per-image function): without the lock
+        and the stacked arrays, whose ids are only valid in this process; faces shared between
+        ``faces`` and the per-image cache stay shared in the copy."""
+        with self._lock:
+            return {"faces": self.faces, "_by_image": self._by_image}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.faces, self._by_image = state["faces"], state["_by_image"]
+        self._lock = threading.Lock()
+        self._stack = None
+
     def add_image(self, image: np.ndarray, mask: np.ndarray, box_scale: float = 1.3, source: str = "") -> int:
         """Analyse ``image`` (H, W, 3) uint8 within ``mask`` (H, W); returns the number of faces added."""
         key = image_key(image)
