@@ -105,13 +105,19 @@ def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
     detector = MTCNNFaceDetector(device="cpu")
     names = sorted(p.name for p in subset.iterdir())
     assert len(records) == len(names) == 6
-    evaded = 0
+    evaded, report, psnrs = 0, [], []
     for name in names:
         orig = np.asarray(Image.open(subset / name).convert("RGB"))
         saved = np.asarray(Image.open(out / name).convert("RGB"))
         assert detector.detect(orig), f"{name}: no face in the original, the subset is wrong"
-        none_left = not detector.detect(saved)
-        evaded += none_left
-        assert records[name]["targets"]["mtcnn"]["success"] == none_left
-        assert _psnr(orig, saved) >= 35, name
-    assert evaded / len(names) >= 0.9, f"{evaded}/{len(names)} evaded"
+        left = detector.detect(saved)
+        evaded += not left
+        # the command's own verdict (judged on the file it wrote) agrees with this check
+        assert records[name]["targets"]["mtcnn"]["success"] == (not left)
+        psnr = _psnr(orig, saved)
+        psnrs.append(psnr)
+        report.append(f"{name}: {len(left)} faces {[round(r.score, 3) for r in left]} PSNR {psnr:.1f}")
+    summary = f"{evaded}/{len(names)} evaded; " + "; ".join(report)
+    print(summary)
+    assert evaded / len(names) >= 0.9, summary
+    assert min(psnrs) >= 35, summary

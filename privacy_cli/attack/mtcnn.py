@@ -71,7 +71,9 @@ def _area_matrix(n_in: int, n_out: int) -> torch.Tensor:
                 rows.append(i)
                 cols.append(j)
                 vals.append(cover / scale)
-    return torch.sparse_coo_tensor([rows, cols], vals, (n_out, n_in), dtype=torch.float32).coalesce()
+    return torch.sparse_coo_tensor(
+        [rows, cols], vals, (n_out, n_in), dtype=torch.float32, check_invariants=False
+    ).coalesce()
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
