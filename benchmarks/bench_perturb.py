@@ -121,8 +121,8 @@ def faces(args: argparse.Namespace) -> dict:
         summ["dlib_reidentified"] = f"{sum(r['dlib_reidentified'] for r in had)}/{len(had)}"
         for k in ("psnr", "ssim", "cpu_seconds", "steps_run"):
             summ[k] = round(float(np.mean([r[k] for r in rs])), 3)
-        summ["psnr_min"] = min(r["psnr"] for r in rs)
-        summ["psnr_below_35"] = sum(r["psnr"] < 35 for r in rs)
+        summ["psnr_min"] = float(min(r["psnr"] for r in rs))
+        summ["psnr_below_35"] = int(sum(r["psnr"] < 35 for r in rs))
         summary[target] = summ
     return {"epsilon": args.epsilon, "steps": args.steps, "rounds": args.rounds, "side": args.side,
             "summary": summary}  # fmt: skip
