@@ -12,11 +12,12 @@ crops), but on a torch tensor with gradients, so an attack can push every stage 
 * **O-Net** on every R-Net survivor of the relaxed cascade.
 
 Candidates are chosen (without gradient) with every stage threshold lowered by ``margin`` in
-log-odds, so boxes just under a threshold are pushed further down too. The loss is the sum over
-stages and candidates of ``relu(log_odds - (logit(threshold) - margin))``: 0 once every stage
-rejects every candidate with margin, which is what the real detector needs to find no face. Only
-the box geometry comes from the relaxed cascade; the real detector (ONNX, on the saved file) is
-the judge.
+log-odds, so boxes just under a threshold are pushed further down too. The loss
+(:meth:`DiffMTCNN.loss`) sums, over every R-Net survivor, the smaller of its R-Net and O-Net
+excess ``relu(log_odds - (logit(threshold) - margin))``: 0 once every chain is rejected by one
+of its stages with margin, which is what the real detector needs to find no face. On faces-id
+photos the copy keeps the same proposals, survivors and boxes as the ONNX detector (boxes within
+0.02 px); the real detector, on the saved file, stays the judge.
 
 Weights: facenet-pytorch's packaged ``pnet/rnet/onet.pt`` through :mod:`privacy_cli.detect.mtcnn_nets`.
 Images: (1, 3, H, W) float RGB in [0, 255].

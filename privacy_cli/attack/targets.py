@@ -51,9 +51,10 @@ class MtcnnState:
 class MtcnnTarget:
     """MTCNN face detector (facenet-pytorch weights, privpix's cascade): no face found any more.
 
-    Loss: :class:`~privacy_cli.attack.mtcnn.DiffMTCNN`, a differentiable copy of the cascade, pushes
-    every P-Net cell over the whole pyramid, every R-Net proposal and every O-Net candidate at
-    least ``margin`` log-odds below its stage threshold. Judge: the real detector
+    Loss: :class:`~privacy_cli.attack.mtcnn.DiffMTCNN`, a differentiable copy of the cascade (P-Net
+    over the whole pyramid, R-Net on every proposal, O-Net on every R-Net survivor, thresholds
+    lowered by ``margin`` log-odds), pushes each R-Net/O-Net chain below the threshold of
+    whichever of its two stages is closer to rejecting it. Judge: the real detector
     (:class:`~privacy_cli.detect.faces.MTCNNFaceDetector` on onnxruntime, the ``faces-mtcnn`` path
     of ``privpix detect``, default threshold 0.7) on the image; success when it finds no face at
     all (where it found one before); margin = threshold - the highest score left (detections, or
