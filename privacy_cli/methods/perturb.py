@@ -11,11 +11,13 @@ regions) to defeat every target of :mod:`privacy_cli.attack` at once:
 * **UAP**: a universal perturbation trained by ``privpix train uap`` (see
   :mod:`privacy_cli.train.uap`), resized onto the part of the photo the classifier sees.
 
-With ``eot`` every gradient is an average over random transformations (rescale, shift, and a
-differentiable JPEG at the output quality, :mod:`privacy_cli.attack.jpeg`), so the perturbation
-survives the classifier's own resizing and the save. After each round of steps the rounded
-8-bit candidate (JPEG-encoded when the output is JPEG) is judged by every target's real model;
-rounds continue, from where they stopped, until all succeed or ``rounds`` is spent.
+Every PGD step's forward pass sees what will be saved: whole grey levels (straight-through
+rounding) and, with ``jpeg_quality``, the real JPEG at that quality (4:4:4 from q90, as privpix
+saves), back-propagated through a differentiable JPEG approximation (:mod:`privacy_cli.attack.jpeg`).
+With ``eot`` every gradient is also an average over random rescales and shifts, so the
+perturbation survives a classifier's own resizing. After each round of steps the rounded 8-bit
+candidate (JPEG-encoded when the output is JPEG) is judged by every target's real model; rounds
+continue with 0.75x smaller steps, from where they stopped, until all succeed or ``rounds`` is spent.
 
 The returned pixels are ``original + round(delta)`` with ``|delta| <= epsilon * mask`` and the
 rounded change clipped to ``floor(epsilon)``, so a saved PNG respects the bound exactly; a JPEG
