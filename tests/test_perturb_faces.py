@@ -72,3 +72,52 @@ def test_dlib_cloaking_defeats_real_dlib(subset, tmp_path):
         assert _psnr(orig, saved) >= 35
     assert matched / len(names) <= 0.2
     assert found / len(names) >= 0.9
+
+
+#: The issue's requirement, measured on this subset (6 photos, 512 px, JPEG q95 outputs) with
+#: `perturb -t mtcnn -e 8` (10 PGD steps x 3 rounds, see docs/methods.md): NOT met yet.
+MTCNN_EVASION_MET = False
+
+
+@pytest.mark.xfail(
+    not MTCNN_EVASION_MET,
+    strict=True,
+    raises=AssertionError,
+    reason="issue #11: MTCNN evasion at epsilon 8 (>= 90% of saved JPEGs without a face) is not reached "
+    "yet; docs/methods.md has the measured rate",
+)
+def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
+    """After --target mtcnn --epsilon 8, the real detector (MTCNN on onnxruntime, the faces-mtcnn path
+    of `privpix detect`, default threshold) finds no face on >= 90% of the saved JPEGs, each at
+    PSNR >= 35 dB; the command's own per-image verdict agrees with that check."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from privacy_cli.cli.app import app
+    from privacy_cli.detect.faces import MTCNNFaceDetector
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["perturb", str(subset), "-o", str(out), "-t", "mtcnn", "-e", "8", "--json", "--quiet"]
+    )
+    assert r.exit_code == 0, r.output
+    records = {Path(x["input"]).name: x for x in map(json.loads, r.stdout.splitlines()) if x.get("input")}
+    detector = MTCNNFaceDetector(device="cpu")
+    names = sorted(p.name for p in subset.iterdir())
+    assert len(records) == len(names) == 6
+    evaded, report, psnrs = 0, [], []
+    for name in names:
+        orig = np.asarray(Image.open(subset / name).convert("RGB"))
+        saved = np.asarray(Image.open(out / name).convert("RGB"))
+        assert detector.detect(orig), f"{name}: no face in the original, the subset is wrong"
+        left = detector.detect(saved)
+        evaded += not left
+        # the command's own verdict (judged on the file it wrote) agrees with this check
+        assert records[name]["targets"]["mtcnn"]["success"] == (not left)
+        psnr = _psnr(orig, saved)
+        psnrs.append(psnr)
+        report.append(f"{name}: {len(left)} faces {[round(r.score, 3) for r in left]} PSNR {psnr:.1f}")
+    summary = f"{evaded}/{len(names)} evaded; " + "; ".join(report)
+    print(summary)
+    assert evaded / len(names) >= 0.9, summary
+    assert min(psnrs) >= 35, summary

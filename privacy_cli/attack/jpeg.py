@@ -2,7 +2,7 @@
 
 ``jpeg_approx(x, quality)``: x (B, 3, H, W) float RGB in [0, 255] -> the same shape, what a JPEG at
 ``quality`` decodes to, approximately: JFIF YCbCr, 4:2:0 chroma subsampling (2x2 means, bilinear
-upsampling), 8x8 orthonormal DCT, the standard (ITU T.81 Annex K) quantisation tables scaled by
+upsampling; or 4:4:4), 8x8 orthonormal DCT, the standard (ITU T.81 Annex K) quantisation tables scaled by
 libjpeg's quality rule, rounding with a straight-through gradient. Attacks optimised through it
 survive the real save far better than attacks that never saw the quantisation.
 """
@@ -59,8 +59,9 @@ def _blocks_roundtrip(ch: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 1, 3, 2, 4).reshape(b, h, w) + 128.0
 
 
-def jpeg_approx(x: torch.Tensor, quality: int = 95) -> torch.Tensor:
-    """Differentiable JPEG round trip of (B, 3, H, W) RGB in [0, 255] (see the module docstring)."""
+def jpeg_approx(x: torch.Tensor, quality: int = 95, subsample: bool = True) -> torch.Tensor:
+    """Differentiable JPEG round trip of (B, 3, H, W) RGB in [0, 255] (see the module docstring);
+    ``subsample=False`` keeps chroma at full resolution (4:4:4, what privpix writes from q90 up)."""
     b, _, h, w = x.shape
     ph, pw = (-h) % 16, (-w) % 16
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
@@ -69,10 +70,13 @@ def jpeg_approx(x: torch.Tensor, quality: int = 95) -> torch.Tensor:
     cb = -0.168736 * r - 0.331264 * g + 0.5 * bl + 128.0
     cr = 0.5 * r - 0.418688 * g - 0.081312 * bl + 128.0
     y = _blocks_roundtrip(y, quant_table(quality))
-    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    chroma = torch.stack([cb, cr], 1)
+    if subsample:
+        chroma = F.avg_pool2d(chroma, 2)
     ct = quant_table(quality, chroma=True)
     chroma = torch.stack([_blocks_roundtrip(chroma[:, i].contiguous(), ct) for i in range(2)], 1)
-    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    if subsample:
+        chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
     cb, cr = chroma[:, 0] - 128.0, chroma[:, 1] - 128.0
     out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
     return out[:, :, :h, :w].clamp(0, 255)

@@ -21,15 +21,6 @@ from ..errors import UsageError
 from . import register_target
 
 
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
-def _log_odds(prob: torch.Tensor) -> torch.Tensor:
-    """Face log-odds from MTCNN's two-way softmax output (..., 2)."""
-    return torch.log(prob[..., 1].clamp_min(1e-30)) - torch.log(prob[..., 0].clamp_min(1e-30))
-
-
 def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over the smaller area, (N, 4) x (M, 4) boxes -> (N, M)."""
     if not len(a) or not len(b):
@@ -42,25 +33,6 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-9)
-
-
-def _box_crops(x: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
-    """Differentiable (N, C, size, size) crops of (1, C, H, W) ``x`` at (N, 4) pixel boxes,
-    mirrored beyond the border and area-resized (antialiased bilinear)."""
-    _, _, h, w = x.shape
-    crops = []
-    for b in boxes:
-        x0, y0 = int(math.floor(b[0])), int(math.floor(b[1]))
-        x1, y1 = max(x0 + 1, int(math.ceil(b[2]))), max(y0 + 1, int(math.ceil(b[3])))
-        pl, pt, pr, pb = max(0, -x0), max(0, -y0), max(0, x1 - w), max(0, y1 - h)
-        crop = x[..., max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
-        if pl or pt or pr or pb:
-            mode = "reflect" if max(pl, pr) < crop.shape[-1] and max(pt, pb) < crop.shape[-2] else "replicate"
-            crop = F.pad(crop, (pl, pr, pt, pb), mode=mode)
-        crops.append(
-            F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        )
-    return torch.cat(crops, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,30 +49,29 @@ class MtcnnState:
 
 
 class MtcnnTarget:
-    """MTCNN face detector (facenet-pytorch weights, privpix's cascade): no face where it found one.
+    """MTCNN face detector (facenet-pytorch weights, privpix's cascade): no face found any more.
 
-    Loss: the detector's own cascade runs on the current candidate (no gradient) to find the
-    boxes R-Net and O-Net will score near the original faces; their face log-odds on those crops
-    (and on the original faces) are pushed ``margin`` below the stage thresholds. A face that
-    R-Net or O-Net rejects everywhere is not detected, whatever P-Net proposes. Judge: the real detector
-    (:class:`~privacy_cli.detect.faces.MTCNNFaceDetector`, default threshold) on the image;
-    success when no detection overlaps an original face; margin = threshold - the highest O-Net
-    score left at the original faces (> 0: evaded).
+    Loss: :class:`~privacy_cli.attack.mtcnn.DiffMTCNN`, a differentiable copy of the cascade (P-Net
+    over the whole pyramid, R-Net on every proposal, O-Net on every R-Net survivor, thresholds
+    lowered by ``margin`` log-odds), pushes each R-Net/O-Net chain below the threshold of
+    whichever of its two stages is closer to rejecting it. Judge: the real detector
+    (:class:`~privacy_cli.detect.faces.MTCNNFaceDetector` on onnxruntime, the ``faces-mtcnn`` path
+    of ``privpix detect``, default threshold 0.7) on the image; success when it finds no face at
+    all (where it found one before); margin = threshold - the highest score left (detections, or
+    O-Net at the original face boxes), > 0 when evaded.
     """
 
     name = "mtcnn"
     kind = "detector"
 
-    def __init__(self, device: Any = "cpu", threshold: float | None = None, margin: float = 2.0) -> None:
+    def __init__(self, device: Any = "cpu", threshold: float | None = None, margin: float = 1.5) -> None:
         from ..detect.faces import DEFAULT_THRESHOLD, MTCNNFaceDetector
+        from .mtcnn import DiffMTCNN
 
         self.device = torch.device(device)
         self.threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
-        self.margin = float(margin)
         self.detector = MTCNNFaceDetector(threshold=self.threshold, device=str(self.device))
-        for net in (self.detector._pnet, self.detector._rnet, self.detector._onet):
-            for p in net.parameters():
-                p.requires_grad_(False)
+        self.diff = DiffMTCNN(self.threshold, margin, device=self.device)
 
     def setup(self, image: np.ndarray) -> MtcnnState:
         found = self.detector.detect(image)
@@ -108,67 +79,35 @@ class MtcnnTarget:
         scores = np.array([r.score for r in found], np.float64)
         return MtcnnState(boxes, scores, (image.shape[1], image.shape[0]))
 
-    def _cascade_boxes(self, image: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The square boxes R-Net and O-Net would score in ``image`` near ``faces``: the P-Net
-        proposals (after NMS and regression) and the R-Net survivors, as the detector runs them."""
-        from ..detect.faces import RNET_THRESHOLD, _nms, _regress, _square
-
-        det = self.detector
-        levels = det._pyramid(image)
-        found = [det._pnet_level(lv) for lv in levels]
-        boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4))
-        if not len(boxes):
-            return np.zeros((0, 4)), np.zeros((0, 4))
-        scores = np.concatenate([f[1] for f in found])
-        regs = np.concatenate([f[2] for f in found])
-        keep = _nms(boxes, scores, 0.7)
-        props = _square(_regress(boxes[keep], regs[keep].astype(np.float64)))
-        props = props[(_overlap(props, faces) > 0.3).any(1)] if len(faces) else props[:0]
-        if not len(props):
-            return props, props
-        refined, _ = det._refine(det._rnet, levels, image, props, 24, RNET_THRESHOLD)
-        return props, _square(refined) if len(refined) else refined
-
     def loss(self, x: torch.Tensor, state: MtcnnState) -> torch.Tensor:
-        from ..detect.faces import RNET_THRESHOLD, _square
-
         if not len(state.boxes):
             return x.sum() * 0.0
-        # the detector's own cascade on the current candidate says which boxes R-Net and O-Net
-        # will see; push every one of them (and the original faces) below the stage thresholds
-        current = x[0].detach().round().clamp(0, 255).permute(1, 2, 0).to("cpu").numpy().astype(np.uint8)
-        props, refined = self._cascade_boxes(current, state.boxes)
-        faces = _square(state.boxes.copy())
-        xn = (x - 127.5) * 0.0078125
-        total = x.new_zeros(())
-        for net, size, thr, boxes in (
-            (self.detector._rnet, 24, RNET_THRESHOLD, np.concatenate([faces, props])),
-            (self.detector._onet, 48, self.threshold, np.concatenate([faces, refined])),
-        ):
-            prob = net(_box_crops(xn, boxes, size))[-1]
-            total = total + F.relu(_log_odds(prob) - (_logit(min(max(thr, 0.01), 0.99)) - self.margin)).sum()
-        return total
+        return self.diff.loss(x)
 
     def onet_scores(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """O-Net face probability of the square crops at ``boxes`` in ``image`` (N,)."""
+        """O-Net face probability (N,) of the square crops at (N, 4) ``boxes`` in ``image``."""
         from ..detect.faces import _square
 
         if not len(boxes):
             return np.zeros(0)
-        crops = self.detector._crops([], image, _square(boxes.copy()), 48)
-        return self.detector._score(self.detector._onet, crops)[1]
+        x = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)[None].to(self.device)
+        sources = [(1.0, 1.0, x)]
+        with torch.no_grad():
+            prob = self.diff.onet(self.diff._crops(sources, _square(boxes.copy()), 48, False))[-1]
+        return prob[:, 1].cpu().numpy().astype(np.float64)
 
     def judge(self, image: np.ndarray, state: MtcnnState) -> dict[str, Any]:
         found = self.detector.detect(image)
         after = np.array([r.box for r in found], np.float64).reshape(-1, 4)
         scores = np.array([r.score for r in found], np.float64)
         hits = (_overlap(after, state.boxes) > 0.3).any(1) if len(state.boxes) else np.zeros(len(after), bool)
-        left = list(scores[hits]) + list(self.onet_scores(image, state.boxes))
+        left = list(scores) + list(self.onet_scores(image, state.boxes))
         return {
-            "success": bool(len(state.boxes) and not hits.any()) or not len(state.boxes),
+            "success": bool(not len(state.boxes) or not len(after)),
             "margin": round(float(self.threshold - max(left, default=0.0)), 4),
             "faces_before": int(len(state.boxes)),
-            "faces_after": int(hits.sum()),
+            "faces_after": int(len(after)),
+            "original_faces_found": int(hits.sum()),
         }
 
 

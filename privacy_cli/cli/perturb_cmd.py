@@ -79,6 +79,7 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
         "attack": kw["attack"],
         "epsilon": kw["epsilon"],
         "steps": kw["steps"],
+        "rounds": kw["rounds"],
         "step_size": kw["step_size"],
         "targeted": kw["targeted"],
         "eot": kw["eot"],
@@ -159,6 +160,19 @@ perturb = image_command(
             8.0,
         ),
         _p("steps", Annotated[int, typer.Option("--steps", min=1, help="PGD steps per round.")], 10),
+        _p(
+            "rounds",
+            Annotated[
+                int,
+                typer.Option(
+                    "--rounds",
+                    min=1,
+                    help="PGD rounds: after each, the output as it will be saved is judged by every "
+                    "target's real model; the attack goes on (smaller steps) until all are fooled.",
+                ),
+            ],
+            3,
+        ),
         _p(
             "step_size",
             Annotated[

@@ -11,11 +11,13 @@ regions) to defeat every target of :mod:`privacy_cli.attack` at once:
 * **UAP**: a universal perturbation trained by ``privpix train uap`` (see
   :mod:`privacy_cli.train.uap`), resized onto the part of the photo the classifier sees.
 
-With ``eot`` every gradient is an average over random transformations (rescale, shift, and a
-differentiable JPEG at the output quality, :mod:`privacy_cli.attack.jpeg`), so the perturbation
-survives the classifier's own resizing and the save. After each round of steps the rounded
-8-bit candidate (JPEG-encoded when the output is JPEG) is judged by every target's real model;
-rounds continue, from where they stopped, until all succeed or ``rounds`` is spent.
+Every PGD step's forward pass sees what will be saved: whole grey levels (straight-through
+rounding) and, with ``jpeg_quality``, the real JPEG at that quality (4:4:4 from q90, as privpix
+saves), back-propagated through a differentiable JPEG approximation (:mod:`privacy_cli.attack.jpeg`).
+With ``eot`` every gradient is also an average over random rescales and shifts, so the
+perturbation survives a classifier's own resizing. After each round of steps the rounded 8-bit
+candidate (JPEG-encoded when the output is JPEG) is judged by every target's real model; rounds
+continue with 0.75x smaller steps, from where they stopped, until all succeed or ``rounds`` is spent.
 
 The returned pixels are ``original + round(delta)`` with ``|delta| <= epsilon * mask`` and the
 rounded change clipped to ``floor(epsilon)``, so a saved PNG respects the bound exactly; a JPEG
@@ -40,23 +42,40 @@ ATTACKS = ("pgd", "fgsm", "uap")
 log = logging.getLogger("privacy_cli.perturb")
 
 
+def jpeg_params(quality: int) -> dict[str, int]:
+    """Pillow JPEG options privpix saves with (as :func:`privacy_cli.io.save_image`): 4:4:4 chroma
+    from quality 90 up, 4:2:0 below."""
+    return {"quality": int(quality), "subsampling": 0 if int(quality) >= 90 else 2}
+
+
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> what a Pillow JPEG at ``quality`` decodes to."""
+    """(H, W, 3) uint8 -> what privpix's JPEG at ``quality`` decodes to."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=int(quality))
+    Image.fromarray(image).save(buf, "JPEG", **jpeg_params(quality))
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def _eot_transform(x: Any, rng: np.random.Generator, jpeg_quality: int | None) -> Any:
-    """A random rescale (0.9-1.1, back to the same size), a shift of up to 3 px, and a
-    differentiable JPEG at ``jpeg_quality``: (1, 3, H, W) in [0, 255] -> same shape."""
-    import torch.nn.functional as F
+def _jpeg_ste(x: Any, quality: int) -> Any:
+    """The real JPEG round trip of (1, 3, H, W) [0, 255] in the forward pass (exactly what the saved
+    file decodes to), the gradient of the differentiable approximation in the backward pass."""
+    import torch
 
     from ..attack.jpeg import jpeg_approx
+
+    img = x[0].detach().round().clamp(0, 255).permute(1, 2, 0).to("cpu").numpy().astype(np.uint8)
+    real = torch.from_numpy(np.array(jpeg_roundtrip(img, quality), np.float32)).permute(2, 0, 1)[None]
+    approx = jpeg_approx(x, quality, subsample=int(quality) < 90)
+    return approx + (real.to(x.device) - approx).detach()
+
+
+def _eot_transform(x: Any, rng: np.random.Generator, jpeg_quality: int | None) -> Any:
+    """A random rescale (0.9-1.1, back to the same size), a shift of up to 3 px, and the JPEG at
+    ``jpeg_quality`` (real forward, approximate gradient): (1, 3, H, W) in [0, 255] -> same shape."""
+    import torch.nn.functional as F
 
     _, _, h, w = x.shape
     s = float(rng.uniform(0.9, 1.1))
@@ -67,7 +86,7 @@ def _eot_transform(x: Any, rng: np.random.Generator, jpeg_quality: int | None) -
         p = 3
         y = F.pad(y, (p, p, p, p), mode="replicate")[..., p + dy : p + dy + h, p + dx : p + dx + w]
     if jpeg_quality is not None:
-        y = jpeg_approx(y, jpeg_quality)
+        y = _jpeg_ste(y, jpeg_quality)
     return y
 
 
@@ -191,8 +210,12 @@ def perturb(
 
     def objective(delta: torch.Tensor) -> torch.Tensor:
         x = (x0 + delta).clamp(0, 255)
+        # what is saved: whole grey levels within floor(epsilon) (straight-through rounding), then
+        # the real JPEG at the output quality (straight-through, approximate JPEG gradient)
+        x = x + (x0 + (x - x0).round().clamp(-limit, limit) - x).detach()
         if not eot:
-            return sum(t.loss(x, st) for t, st in zip(tgts, states, strict=True))
+            xt = _jpeg_ste(x, jpeg_quality) if jpeg_quality is not None else x
+            return sum(t.loss(xt, st) for t, st in zip(tgts, states, strict=True))
         total = 0.0
         for _ in range(max(1, int(eot_samples))):
             xt = _eot_transform(x, rng, jpeg_quality)
@@ -207,7 +230,9 @@ def perturb(
         delta = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(dev) * bound.clamp(max=1.0)
     steps_run = 0
     checks: dict[str, Any] = {}
-    for _ in range(n_rounds):
+    for r in range(n_rounds):
+        # step schedule: each further round refines with smaller steps (down to 1/4 grey level)
+        step = alpha if attack == "fgsm" else max(alpha * 0.75**r, 0.25)
         for _ in range(n_steps):
             delta.requires_grad_(True)
             loss = objective(delta)
@@ -218,7 +243,7 @@ def perturb(
                 break
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                delta = delta - alpha * grad.sign()
+                delta = delta - step * grad.sign()
                 delta = torch.maximum(torch.minimum(delta, bound), -bound)
                 delta = (x0 + delta).clamp(0, 255) - x0
             steps_run += 1
