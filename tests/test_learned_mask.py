@@ -29,12 +29,9 @@ runner = CliRunner()
 
 
 def make_task(
-    n: int, seed: int, size: int = S, patch: int = PATCH, tint: float = 0.0
+    n: int, seed: int, size: int = S, patch: int = PATCH
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images (n, size, size, 3) uint8, labels (n,), patch boxes (n, 4) as x0, y0, x1, y1.
-
-    ``tint``: the label also shifts the whole image's red-blue balance by +-tint grey levels, a
-    diffuse copy of the task that the revealed K% need not carry but the hidden rest does."""
+    """Images (n, size, size, 3) uint8, labels (n,), patch boxes (n, 4) as x0, y0, x1, y1."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -52,7 +49,6 @@ def make_task(
     boxes = np.empty((n, 4), np.int64)
     for k in range(n):
         img = textures[rng.integers(0, 8)] + rng.normal(0, 8, (size, size, 3))
-        img += np.array([tint, 0.0, -tint]) * (1 if y[k] == 0 else -1)
         r, c = rng.integers(0, size - patch + 1, 2)
         img[r : r + patch, c : c + patch] = (230, 40, 40) if y[k] == 0 else (40, 40, 230)
         x[k] = np.clip(img, 0, 255).astype(np.uint8)

@@ -53,7 +53,6 @@ class MaskTrainConfig:
     input_kind: str = "image"  # "image": whole images; "face": detected face crops
     face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
     adversarial: bool = True
-    warmup: int = 0  # epochs of predictor steps only before the obfuscator steps start
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -100,8 +99,6 @@ def check_config(c: MaskTrainConfig) -> None:
         raise UsageError(f"--size {c.size}: a multiple of 16 (Φ halves it four times)")
     if c.input_kind not in ("image", "face"):
         raise UsageError(f"--input {c.input_kind!r}: use image or face")
-    if c.warmup < 0:
-        raise UsageError(f"--warmup {c.warmup}: epochs >= 0")
     if c.epochs < 1 or c.batch_size < 2 or c.lr <= 0 or c.patience < 0 or c.face_scale <= 0:
         raise UsageError("epochs >= 1, batch size >= 2, lr > 0, patience >= 0 and face scale > 0 are needed")
 
@@ -135,22 +132,13 @@ class MaskTrainer:
     def predictor_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
         self.masker.train()
         self.phi.train()
-        _m, xp, xo = self.split(x01, straight_through=True)
+        _m, xp, _xo = self.split(x01, straight_through=True)
         logits = self.phi(xp)
         loss = F.cross_entropy(logits, y)
-        logs: dict[str, float] = {}
-        if self.c.adversarial:
-            # Φ also learns to read the task from x_o (detached: the masker is not taught to leak);
-            # the obfuscator step then has a real adversary to confuse, not a predictor that never
-            # saw x_o and is fooled by any perturbation of it.
-            logits_o = self.obfuscator(xo.detach())
-            loss_o = F.cross_entropy(logits_o, y)
-            logs["loss_adv"] = float(loss_o.detach())
-            loss = loss + loss_o
         self.opt_pred.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_pred.step()
-        return {"loss_pred": float(F.cross_entropy(logits.detach(), y)), "acc_p": float((logits.argmax(1) == y).float().mean()), **logs}
+        return {"loss_pred": float(loss.detach()), "acc_p": float((logits.argmax(1) == y).float().mean())}
 
     def obfuscator_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
         """Cross-entropy between Φ(x_o) and the uniform distribution; only the masker moves."""
@@ -158,12 +146,11 @@ class MaskTrainer:
         self.phi.requires_grad_(False)
         try:
             m = self.masker(_normalise(x01, self.mean, self.std))
-            # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker both through the
-            # soft values outside the top K% (the paper's gradient: task pixels that cannot all be
-            # revealed are pushed to m = 0, i.e. out of x_o) and through the selection
-            # (straight-through, see topk_select: task pixels near the threshold move into the top K%).
+            # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker through the
+            # selection (straight-through, see topk_select), not through the soft values: otherwise the
+            # cheapest way to hide the task from x_o is to dim it there rather than to reveal it.
             sel = topk_select(m, self.c.keep, straight_through=True)
-            xo = m * (1.0 - sel) * x01
+            xo = m.detach() * (1.0 - sel) * x01
             logits = self.obfuscator(xo)
             loss = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
             self.opt_obf.zero_grad(set_to_none=True)
@@ -174,19 +161,24 @@ class MaskTrainer:
         return {"loss_obf": float(loss.detach()), "acc_o": float((logits.argmax(1) == y).float().mean())}
 
     def obfuscator(self, xo: Tensor) -> Tensor:
-        """Φ on ``x_o`` with its running (predictor-time) batch-norm statistics, gradients kept.
+        """Φ on ``x_o`` with the batch's own batch-norm statistics, running statistics untouched.
 
-        The mask multiplies every channel of a pixel alike, so a pixel's colour survives any m > 0:
-        the task leaves x_o only where m outside the top K% reaches 0. Batch statistics of x_o itself
-        would make Φ blind to that scale (dimming x_o would not confuse it, so nothing pushes m to 0);
-        with the running statistics a dimmer x_o is a weaker signal, and the obfuscator loss drives
-        m outside the top K% towards 0 until Φ cannot read it.
+        A convolution followed by batch-norm is blind to the input's scale, so the masker cannot hide
+        the task from the obfuscator by merely dimming it (small m outside the top K%): the task
+        pixels must leave x_o, i.e. enter the revealed top K%.
         """
+        bns = [mod for mod in self.phi.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [(mod.training, mod.momentum) for mod in bns]
         was = self.phi.training
-        self.phi.eval()
+        self.phi.train()
+        for mod in bns:
+            mod.momentum = 0.0  # running = (1 - 0) * running: unchanged
         try:
             return self.phi(xo)
         finally:
+            for mod, (tr, mom) in zip(bns, saved, strict=True):
+                mod.momentum = mom
+                mod.train(tr)
             self.phi.train(was)
 
     @torch.no_grad()
@@ -358,11 +350,7 @@ def fit(
                 for b in range(steps_per_epoch):
                     idx = np.sort(order[b * c.batch_size : (b + 1) * c.batch_size])
                     x01, y = _to_tensors(train.x[idx], train.y[idx], device)
-                    obf = (
-                        c.adversarial
-                        and epoch >= c.warmup
-                        and state["step"] % (PREDICTOR_STEPS + 1) == PREDICTOR_STEPS
-                    )
+                    obf = c.adversarial and state["step"] % (PREDICTOR_STEPS + 1) == PREDICTOR_STEPS
                     logs = tr.obfuscator_step(x01, y) if obf else tr.predictor_step(x01, y)
                     state["step"] += 1
                     for k, v in logs.items():
@@ -507,7 +495,9 @@ def classifier_accuracy(phi: TaskClassifier, data: Split, device: Any = "cpu", b
 
 
 @torch.no_grad()
-def split_images(tr: MaskTrainer, x: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_images(
+    tr: MaskTrainer, x: np.ndarray, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The masker's split of images ``(N, S, S, 3)`` uint8: ``(m, top, x_o)`` with the soft masks
     ``m`` ``(N, S, S)`` float32 in (0, 1), the top-K% indicator ``top`` ``(N, S, S)`` bool, and the
     hidden remainder ``x_o = (m - m_topK) * x`` as 8-bit images ``(N, S, S, 3)`` (rounded, as stored)."""
