@@ -494,6 +494,41 @@ def classifier_accuracy(phi: TaskClassifier, data: Split, device: Any = "cpu", b
     return correct / max(1, len(data.y))
 
 
+@torch.no_grad()
+def split_images(
+    tr: MaskTrainer, x: np.ndarray, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The masker's split of images ``(N, S, S, 3)`` uint8: ``(m, top, x_o)`` with the soft masks
+    ``m`` ``(N, S, S)`` float32 in (0, 1), the top-K% indicator ``top`` ``(N, S, S)`` bool, and the
+    hidden remainder ``x_o = (m - m_topK) * x`` as 8-bit images ``(N, S, S, 3)`` (rounded, as stored)."""
+    tr.masker.eval()
+    ms, tops, xos = [], [], []
+    for i in range(0, len(x), batch):
+        x01, _ = _to_tensors(x[i : i + batch], np.zeros(len(x[i : i + batch])), tr.device)
+        m = tr.masker(_normalise(x01, tr.mean, tr.std))
+        sel = topk_select(m, tr.c.keep)
+        xo = m * (1.0 - sel) * x01
+        ms.append(m[:, 0].cpu().numpy())
+        tops.append(sel[:, 0].cpu().numpy() > 0.5)
+        xos.append(xo.mul(255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(ms), np.concatenate(tops), np.concatenate(xos)
+
+
+def fresh_adversary(
+    run_dir: Path, train: Split, val: Split, test: Split, epochs: int = 8, batch_size: int = 32, seed: int = 0
+) -> dict[str, float]:
+    """Privacy of a run's hidden remainder: a fresh Φ (:func:`fit_classifier`, not the run's shared Φ)
+    trained to read the task from ``x_o`` of ``train`` (best epoch on ``val``), its accuracy on ``x_o``
+    of ``test``, and the majority-class chance level of ``test``."""
+    tr = load_run(run_dir)
+    xo = [Split(split_images(tr, d.x)[2], d.y) for d in (train, val, test)]
+    phi, info = fit_classifier(
+        xo[0], xo[1], int(max(train.y.max(), test.y.max())) + 1, tr.c.size, epochs, batch_size, seed=seed
+    )
+    chance = float(np.bincount(test.y).max() / max(1, len(test.y)))
+    return {"acc": classifier_accuracy(phi, xo[2]), "val_acc": info["val_acc"], "chance": chance}
+
+
 # ---------------------------------------------------------------------------- from a dataset
 
 
@@ -587,6 +622,8 @@ __all__ = [
     "evaluate_run",
     "fit_classifier",
     "fit",
+    "fresh_adversary",
+    "split_images",
     "load_run",
     "prepare_images",
     "train_mask",

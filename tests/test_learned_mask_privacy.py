@@ -1,0 +1,75 @@
+"""Paper 003's privacy claim, judged by a fresh adversary: a classifier trained from scratch to read the
+task from the hidden remainder x_o = (m - m_topK) * x (as 8-bit images), not the run's shared Φ.
+
+The generated task of test_learned_mask.py with a 10 x 10 label patch in 16 x 16 images: 39% of the
+pixels carry the label, more than K = 25% can reveal, so some label pixels always fall outside the top
+K% and only the soft mask there (m -> 0) can keep them out of x_o.
+
+Measured on this task (2026-11-30, branch h-lmask; 8 epochs, 384 training images): both models give a
+fresh adversary 100% on x_o. The adversarial model's soft mass outside the top K% is 83 against the
+non-adversarial 78 (mean m on hidden label pixels 0.54 against 0.39): the obfuscator step, which
+reaches the masker only through the straight-through selection, does not hide the remainder. Those
+two claims of the paper are marked xfail(strict=True) until the method meets them; the harness and
+the non-adversarial baseline's leak are asserted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_learned_mask import S, _config, make_task
+
+from privacy_cli.train.masker import Split, fit, fresh_adversary, load_run, split_images
+
+PATCH, N_TRAIN, EPOCHS = 10, 384, 8
+
+
+@pytest.fixture(scope="module")
+def privacy_runs(tmp_path_factory) -> dict:
+    """Adversarial and non-adversarial runs on the 10 x 10 patch task, their fresh-adversary scores
+    and soft-mask statistics on a test split."""
+    root = tmp_path_factory.mktemp("learned_mask_privacy")
+    x, y, _ = make_task(N_TRAIN + 128, seed=1, patch=PATCH)
+    train, val = Split(x[:N_TRAIN], y[:N_TRAIN]), Split(x[N_TRAIN:], y[N_TRAIN:])
+    xt, yt, _ = make_task(256, seed=2, patch=PATCH)
+    out: dict = {}
+    for name, adv in (("adv", True), ("non", False)):
+        run = root / name
+        fit(_config(run, adv, epochs=EPOCHS), train, val, ["red", "blue"])
+        m, top, xo = split_images(load_run(run), xt)
+        out[name] = {
+            "run": run,
+            "xo": xo,
+            "top": top,
+            "mass_rest": float((m * ~top).sum((1, 2)).mean()),  # soft mask outside the top K%
+            "fresh": fresh_adversary(run, train, Split(xt[:128], yt[:128]), Split(xt[128:], yt[128:])),
+        }
+    return out
+
+
+def test_hidden_remainder_is_the_complement_of_the_top_k(privacy_runs) -> None:
+    for name in ("adv", "non"):
+        r = privacy_runs[name]
+        assert np.allclose(r["top"].reshape(len(r["top"]), -1).sum(1), round(0.25 * S * S))
+        assert not r["xo"][r["top"]].any()  # x_o is zero where the top K% are revealed
+
+
+def test_non_adversarial_remainder_leaks_the_task_to_a_fresh_adversary(privacy_runs) -> None:
+    f = privacy_runs["non"]["fresh"]
+    assert f["acc"] >= f["chance"] + 0.25, f
+
+
+@pytest.mark.xfail(strict=True, reason="a fresh adversary reads the task from the adversarial x_o (100%)")
+def test_adversarial_remainder_is_at_chance_for_a_fresh_adversary(privacy_runs) -> None:
+    f = privacy_runs["adv"]["fresh"]
+    assert f["acc"] <= f["chance"] + 0.10, f
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the adversarial soft mask keeps as much outside the top K% (83 vs 78)"
+)
+def test_non_adversarial_soft_mask_reveals_more_of_the_rest(privacy_runs) -> None:
+    assert privacy_runs["non"]["mass_rest"] > 1.2 * privacy_runs["adv"]["mass_rest"], (
+        privacy_runs["non"]["mass_rest"],
+        privacy_runs["adv"]["mass_rest"],
+    )
