@@ -259,6 +259,7 @@ def random_weights_bench(args: argparse.Namespace) -> None:
                 (_out, info), w, c = timed(d.deidentify, img, mask, beta=PE_BETA, model=model, judge=False)
                 n += sum(1 for f in info["faces"] if f.get("backend") == model)
                 w_t, c_t = w_t + w, c_t + c
+                print(f"{_name}: {model} {w:.1f} s wall, {c:.1f} CPU s", file=sys.stderr, flush=True)
             rows.append(
                 (
                     "private-encoder: align + encoder + StyleGAN2 1024 decoder + paste-back",
@@ -282,6 +283,12 @@ def random_weights_bench(args: argparse.Namespace) -> None:
                 )
                 n += sum(1 for f in info["faces"] if f.get("backend") == model)
                 w0_t, c0_t, ws_t, cs_t = w0_t + w0, c0_t + c0, ws_t + ws, cs_t + cs
+                print(
+                    f"{_name}: latent 0 steps {w0:.1f} s wall, {c0:.1f} CPU s; {args.steps} steps {ws:.1f} s wall, "
+                    f"{cs:.1f} CPU s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             step_w, step_c = (ws_t - w0_t) / n / args.steps, (cs_t - c0_t) / n / args.steps
             rows.append(
                 (
