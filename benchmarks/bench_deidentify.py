@@ -44,7 +44,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=30, help="photos used (donor pool and timing)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=20, help="latent optimisation steps")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="latent optimisation steps (with --random-weights: steps timed, then extrapolated; 2-5 on CPU)",
+    )
     ap.add_argument(
         "--random-weights",
         type=Path,
