@@ -36,3 +36,19 @@ def tiny_reg(wenv, monkeypatch):
     from test_weights_loading import setup_tiny_registry
 
     return setup_tiny_registry(wenv, monkeypatch)
+
+
+@pytest.fixture
+def offline_bench_env(tmp_path, monkeypatch):
+    """No downloads and no weights (so judges fall back to dlib), caches inside tmp, no donor folder
+    set; restores the process-wide weights settings afterwards."""
+    monkeypatch.setenv("PRIVPIX_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("PRIVPIX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("PRIVPIX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PRIVPIX_DONORS", raising=False)
+    yield
+    from privacy_cli.weights import configure
+
+    configure(None, None)

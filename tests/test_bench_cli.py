@@ -17,20 +17,7 @@ from privacy_cli.cli.app import app
 
 FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No downloads, no weights, caches inside tmp; restore the process-wide weights settings."""
-    monkeypatch.setenv("PRIVPIX_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("PRIVPIX_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("PRIVPIX_CACHE_DIR", str(tmp_path / "cache"))
-    yield
-    from privacy_cli.weights import configure
-
-    configure(None, None)
+pytestmark = pytest.mark.usefixtures("offline_bench_env")
 
 
 def _bench(*args: str) -> tuple[int, dict | None, str]:

@@ -15,25 +15,13 @@ from typer.testing import CliRunner
 from privacy_cli.cli.app import app
 
 FACES_ID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-id"
-pytestmark = pytest.mark.skipif(
-    not (FACES_ID / "identities.csv").exists(), reason=f"faces-id dataset not found at {FACES_ID}"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (FACES_ID / "identities.csv").exists(), reason=f"faces-id dataset not found at {FACES_ID}"
+    ),
+    pytest.mark.usefixtures("offline_bench_env"),
+]
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No downloads and no weights (so the judge is dlib), caches inside tmp, no donor folder set."""
-    monkeypatch.setenv("PRIVPIX_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("PRIVPIX_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("PRIVPIX_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("PRIVPIX_DONORS", raising=False)
-    yield
-    from privacy_cli.weights import configure
-
-    configure(None, None)
 
 
 def _one_photo_per_identity(folder: Path, n: int) -> Path:
