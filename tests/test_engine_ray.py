@@ -365,7 +365,8 @@ def _thumbs(dst: Path, names: list[str], side: int) -> Path:
 
 def _same_records(local: list[dict], ray: list[dict], folder_keys: tuple[str, ...] = ()) -> None:
     """Per input, the records of both engines agree on everything but timing and where they ran."""
-    drop = {"seconds", "worker", "worker_cpu_s", "time", *folder_keys}
+    where = {f"{stage}worker{cpu}" for stage in ("", "decode_", "encode_") for cpu in ("", "_cpu_s")}
+    drop = {"seconds", "time", *where, *folder_keys}
     a = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in local}
     b = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in ray}
     assert a == b
