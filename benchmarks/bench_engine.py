@@ -6,7 +6,10 @@ Configurations (``--configs``, comma separated):
   pipelining);
 * ``local1``: ``--engine local``, one worker, decode / inference / encode pipelined (the default);
 * ``local2``: ``--engine local --workers 2`` (two images at once in threads);
-* ``ray1`` / ``ray2``: ``--engine ray --workers 1|2``.
+* ``ray1`` / ``ray2``: ``--engine ray --workers 1|2`` (decode and encode in Ray Data CPU tasks, detection
+  and the method in the model actors: the default);
+* ``ray1-actor`` / ``ray2-actor``: the same with ``PRIVPIX_RAY_STAGES=0``: each actor decodes, infers and
+  encodes itself (pipelined in threads), the design before the stages were split.
 
 Each run is one fresh `privpix` process (what a user runs), timed end to end, so start-up is included
 (for Ray: joining the cluster, starting actors, each actor loading the detector, moving tasks and rows).
@@ -15,9 +18,10 @@ all cores) before the runs, reports how long that took, and the ray runs join it
 RAY_ADDRESS unset so each ray run starts (and pays for) its own cluster.
 
 CPU seconds are user + system time: of the `privpix` process and its reaped descendants
-(``RUSAGE_CHILDREN``), plus, for ray runs, each Ray worker's own CPU time as its manifest rows report it
-(``worker_cpu_s``: the worker process's whole life, model loading included). Ray's daemons (raylet,
-GCS) are not counted. Configurations alternate
+(``RUSAGE_CHILDREN``), plus, for ray runs, each Ray worker process's own CPU time as the manifest rows
+report it (``worker_cpu_s`` of the model actor, ``decode_worker_cpu_s`` / ``encode_worker_cpu_s`` of the
+CPU-stage task workers: each process's whole life, start-up and model loading included; each process
+counted once). Ray's daemons (raylet, GCS) are not counted. Configurations alternate
 within each round (``--rounds``), so a changing load on a shared machine hits them alike; the table gives
 the median per configuration. Every run must write the same bytes as the first configuration's. The load
 average is printed before and after.
@@ -49,6 +53,16 @@ CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "local2": ("local, 2 workers", ["--workers", "2"], {}),
     "ray1": ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], {}),
     "ray2": ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], {}),
+    "ray1-actor": (
+        "ray, 1 worker, in-actor",
+        ["--engine", "ray", "--workers", "1"],
+        {"PRIVPIX_RAY_STAGES": "0"},
+    ),
+    "ray2-actor": (
+        "ray, 2 workers, in-actor",
+        ["--engine", "ray", "--workers", "2"],
+        {"PRIVPIX_RAY_STAGES": "0"},
+    ),
 }
 
 
@@ -64,14 +78,17 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
 
 
 def workers_cpu(manifest: Path) -> float:
-    """CPU seconds of the Ray workers of a run: each worker's largest ``worker_cpu_s`` in the manifest."""
+    """CPU seconds of the Ray worker processes of a run (model actors and CPU-stage task workers): each
+    process's largest CPU reading in the manifest, summed."""
     import json
 
     last: dict[str, float] = {}
     for line in manifest.read_text().splitlines():
         row = json.loads(line)
-        if "worker_cpu_s" in row:
-            last[row["worker"]] = max(last.get(row["worker"], 0.0), row["worker_cpu_s"])
+        for stage in ("", "decode_", "encode_"):
+            who, cpu = row.get(f"{stage}worker"), row.get(f"{stage}worker_cpu_s")
+            if who is not None and cpu is not None:
+                last[who] = max(last.get(who, 0.0), cpu)
     return sum(last.values())
 
 

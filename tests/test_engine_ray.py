@@ -136,7 +136,9 @@ def test_ray_matches_local_bytes_manifest_and_bad_file(cluster, photos, local_ou
     assert sum(m["regions_obfuscated"] for m in ok) >= N_PHOTOS  # every photo shows at least one face
     # decoding and encoding ran in Ray Data's CPU tasks, not in the model actors
     actors = {m["worker"] for m in manifest}
-    assert len(actors) <= 2 and not actors & {m[k] for m in manifest for k in ("decode_worker", "encode_worker")}
+    assert len(actors) <= 2 and not actors & {
+        m[k] for m in manifest for k in ("decode_worker", "encode_worker")
+    }
     ray_tree = _tree(out)
     ray_tree.pop(MANIFEST)
     local_tree = _tree(local_out)
@@ -366,7 +368,7 @@ def _thumbs(dst: Path, names: list[str], side: int) -> Path:
 def _same_records(local: list[dict], ray: list[dict], folder_keys: tuple[str, ...] = ()) -> None:
     """Per input, the records of both engines agree on everything but timing and where they ran."""
     where = {f"{stage}worker{cpu}" for stage in ("", "decode_", "encode_") for cpu in ("", "_cpu_s")}
-    drop = {"seconds", "time", *where, *folder_keys}
+    drop = {"seconds", "stage_seconds", "time", *where, *folder_keys}
     a = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in local}
     b = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in ray}
     assert a == b

@@ -94,6 +94,7 @@ def test_stages_write_the_local_bytes_and_fail_alone(tmp_path):
         r["status"] == "ok" and r["regions_obfuscated"] >= 1 and r["seconds"] > 0 for r in by_name.values()
     )
     assert all(r["worker"] and r["decode_worker"] and r["encode_worker"] for r in rows)
+    assert all(sorted(r["stage_seconds"]) == ["compute", "decode", "encode"] for r in rows)
     staged = {p.name: p.read_bytes() for p in (tmp_path / "staged").iterdir()}
     assert sorted(staged) == sorted(NAMES) and staged == local
 

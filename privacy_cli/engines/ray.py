@@ -206,15 +206,18 @@ def _bound_model_actor(make_fn: FnFactory, token: str) -> type:
 
 
 def stage_resources(cpus: float, gpus: float, workers: int) -> tuple[float, float]:
-    """Logical CPUs of (each model actor, each decode/encode task) on a cluster of ``cpus`` CPUs:
-    one each, unless the actors would take every CPU and starve the CPU stages (e.g. ``--workers 2``
-    on 2 CPUs); then the CPU stages get a quarter CPU per task (two run at once) and the actors share
-    the rest. These are Ray's scheduling units, not threads: a 0.75-CPU actor still runs its models
-    on every thread they use."""
+    """Logical CPUs of (each model actor, each decode/encode task) on a cluster of ``cpus`` CPUs.
+
+    One each when the cluster has GPUs or room for the actors plus two CPU-stage tasks. Otherwise (e.g.
+    ``--workers 2`` on 2 CPUs, where actors of one CPU each would starve the CPU stages) the actors
+    share all but half a CPU and one CPU-stage task runs at a time on what is left: decoding and
+    encoding take a fraction of the inference time, and every Ray Data worker process costs about 5 s
+    of CPU to start (``import ray.data``), so a small machine runs them in a single process. These are
+    Ray's scheduling units, not threads: a 0.75-CPU actor still runs its models on every thread."""
     if gpus >= 1 or cpus >= workers + 2:
         return 1.0, 1.0
-    stage = 0.25
-    return max(0.1, min(1.0, (cpus - 2 * stage) / workers)), stage
+    actor = max(0.1, min(1.0, (cpus - 0.5) / workers))
+    return actor, max(0.5, cpus - workers * actor)
 
 
 def _map(ds: Any, fn: Any, args: dict[str, Any], **retries: int) -> Any:

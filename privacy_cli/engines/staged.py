@@ -174,8 +174,9 @@ def compute_items(stages: Any, items: Sequence[Item]) -> list[Item]:
 
 def encode_items(stages: Any, items: Sequence[Item]) -> list[dict[str, Any]]:
     """The encode stage: each Computed encoded and written atomically with ``stages.encode`` (remote
-    outputs: a temporary file, then one PUT); every image's manifest row (its ``--json`` record plus
-    where and how long each stage ran)."""
+    outputs: a temporary file, then one PUT); every image's manifest row: its ``--json`` record plus
+    where each stage ran (``worker``: the model stage; ``decode_worker``, ``encode_worker``; each with
+    its process's CPU seconds so far, ``*_cpu_s``) and ``stage_seconds`` (wall seconds per stage)."""
     from ..cli.batch import run_one
     from ..errors import PrivpixError
 
@@ -213,5 +214,6 @@ def encode_items(stages: Any, items: Sequence[Item]) -> list[dict[str, Any]]:
         _, row["worker"], row["worker_cpu_s"] = it.times["compute"]
         for stage in ("decode", "encode"):
             _, row[f"{stage}_worker"], row[f"{stage}_worker_cpu_s"] = it.times[stage]
+        row["stage_seconds"] = {stage: round(s, 4) for stage, (s, _, _) in it.times.items()}
         rows.append(row)
     return rows
