@@ -134,3 +134,15 @@ def test_remote_objects_staged_through_removed_local_copies(tmp_path, monkeypatc
         assert not list((tmp_path / "tmp").iterdir())  # every temporary copy removed
     finally:
         fs.rm("/privpix-staged-test", recursive=True)
+
+
+def test_stage_resources_leave_room_for_the_cpu_stages():
+    """The model actors never take the CPUs the decode / encode tasks need (else Ray Data waits forever)."""
+    from privacy_cli.engines.ray import stage_resources
+
+    for cpus in (1, 2, 3, 4, 8, 64):
+        for workers in range(1, cpus + 6):
+            actor, stage = stage_resources(cpus, workers)
+            assert 0 < actor <= 1 and 0 < stage <= 1
+            assert workers * actor + stage <= cpus + 1e-9, (cpus, workers)
+    assert stage_resources(16, 4) == (1.0, 1.0)  # room for all: one CPU each

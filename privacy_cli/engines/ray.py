@@ -205,18 +205,19 @@ def _bound_model_actor(make_fn: FnFactory, token: str) -> type:
     return PrivpixModel
 
 
-def stage_resources(cpus: float, gpus: float, workers: int) -> tuple[float, float]:
+def stage_resources(cpus: float, workers: int) -> tuple[float, float]:
     """Logical CPUs of (each model actor, each decode/encode task) on a cluster of ``cpus`` CPUs.
 
-    One each when the cluster has GPUs or room for the actors plus two CPU-stage tasks. Otherwise (e.g.
-    ``--workers 2`` on 2 CPUs, where actors of one CPU each would starve the CPU stages) the actors
-    share all but half a CPU and one CPU-stage task runs at a time on what is left: decoding and
-    encoding take a fraction of the inference time, and every Ray Data worker process costs about 5 s
-    of CPU to start (``import ray.data``), so a small machine runs them in a single process. These are
-    Ray's scheduling units, not threads: a 0.75-CPU actor still runs its models on every thread."""
-    if gpus >= 1 or cpus >= workers + 2:
+    One each when the cluster has room for the actors plus two CPU-stage tasks. Otherwise (e.g.
+    ``--workers 2`` on 2 CPUs, or GPU nodes with few CPUs, where actors of one CPU each would starve
+    the CPU stages and the job would never end) the actors share all but half a CPU and one CPU-stage
+    task runs at a time on what is left: decoding and encoding take a fraction of the inference time,
+    and every Ray Data worker process costs about 5 s of CPU to start (``import ray.data``), so a small
+    machine runs them in a single process. These are Ray's scheduling units, not threads: a 0.75-CPU
+    actor still runs its models on every thread they use."""
+    if cpus >= workers + 2:
         return 1.0, 1.0
-    actor = max(0.1, min(1.0, (cpus - 0.5) / workers))
+    actor = max(0.01, min(1.0, (cpus - 0.5) / workers))
     return actor, max(0.5, cpus - workers * actor)
 
 
@@ -284,9 +285,7 @@ def run(
             fn = make_fn() if STAGED else None  # built here only to see whether it has stages
             staged = fn is not None and getattr(fn, "stages", None) is not None
             del fn
-            actor_cpus, stage_cpus = (
-                stage_resources(res.get("CPU", 1), gpus, opts.workers) if staged else (1, 1)
-            )
+            actor_cpus, stage_cpus = stage_resources(res.get("CPU", 1), opts.workers) if staged else (1, 1)
             stage = {
                 "batch_size": opts.batch_size,
                 "batch_format": "numpy",
