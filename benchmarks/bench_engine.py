@@ -6,7 +6,10 @@ Configurations (``--configs``, comma separated):
   pipelining);
 * ``local1``: ``--engine local``, one worker, decode / inference / encode pipelined (the default);
 * ``local2``: ``--engine local --workers 2`` (two images at once in threads);
-* ``ray1`` / ``ray2``: ``--engine ray --workers 1|2``.
+* ``ray1`` / ``ray2``: ``--engine ray --workers 1|2`` (decode and encode in Ray Data CPU tasks, detection
+  and the method in the model actors: the default);
+* ``ray1-actor`` / ``ray2-actor``: the same with ``PRIVPIX_RAY_STAGES=0``: each actor decodes, infers and
+  encodes itself (pipelined in threads), the design before the stages were split.
 
 Each run is one fresh `privpix` process (what a user runs), timed end to end, so start-up is included
 (for Ray: joining the cluster, starting actors, each actor loading the detector, moving tasks and rows).
@@ -15,9 +18,12 @@ all cores) before the runs, reports how long that took, and the ray runs join it
 RAY_ADDRESS unset so each ray run starts (and pays for) its own cluster.
 
 CPU seconds are user + system time: of the `privpix` process and its reaped descendants
-(``RUSAGE_CHILDREN``), plus, for ray runs, each Ray worker's own CPU time as its manifest rows report it
-(``worker_cpu_s``: the worker process's whole life, model loading included). Ray's daemons (raylet,
-GCS) are not counted. Configurations alternate
+(``RUSAGE_CHILDREN``), plus, for ray runs on the benchmark's own cluster, the CPU every process of that
+cluster used during the run (raylet, GCS, every worker and actor of the job, sampled with psutil:
+:class:`TreeCPU`). On another cluster (``RAY_ADDRESS``) it adds instead each Ray worker process's CPU as
+the manifest rows report it (``worker_cpu_s`` of the model actor, ``decode_worker_cpu_s`` / ``encode_worker_cpu_s`` of the
+CPU-stage task workers: each process's whole life, start-up and model loading included; each process
+counted once; daemons and workers that wrote no row are missed). Configurations alternate
 within each round (``--rounds``), so a changing load on a shared machine hits them alike; the table gives
 the median per configuration. Every run must write the same bytes as the first configuration's. The load
 average is printed before and after.
@@ -49,29 +55,87 @@ CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "local2": ("local, 2 workers", ["--workers", "2"], {}),
     "ray1": ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], {}),
     "ray2": ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], {}),
+    "ray1-actor": (
+        "ray, 1 worker, in-actor",
+        ["--engine", "ray", "--workers", "1"],
+        {"PRIVPIX_RAY_STAGES": "0"},
+    ),
+    "ray2-actor": (
+        "ray, 2 workers, in-actor",
+        ["--engine", "ray", "--workers", "2"],
+        {"PRIVPIX_RAY_STAGES": "0"},
+    ),
 }
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
-    """Run ``cmd``; return (wall s, CPU s of it and its reaped descendants, exit code, stderr tail)."""
+class TreeCPU:
+    """CPU seconds (user + system) this process's descendants other than ``exclude`` used while it ran:
+    with the benchmark's own cluster, every Ray process (raylet, GCS, the job's workers and actors,
+    including any that produced no manifest row). Sampled with psutil every 0.2 s, so a process that
+    exits loses at most its last 0.2 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.base = self._snapshot()
+        self.last = dict(self.base)
+        self.exclude: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _snapshot() -> dict[tuple[int, float], float]:
+        import psutil
+
+        out = {}
+        for p in psutil.Process().children(recursive=True):
+            try:
+                t = p.cpu_times()
+                out[(p.pid, p.create_time())] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self.last.update(self._snapshot())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._snapshot())
+        return sum(v - self.base.get(k, 0.0) for k, v in self.last.items() if k[0] != self.exclude)
+
+
+def run(cmd: list[str], env: dict[str, str], tree: bool) -> tuple[float, float, int, str, float | None]:
+    """Run ``cmd``; return (wall s, CPU s of it and its reaped descendants, exit code, stderr tail, CPU s
+    of this process's other descendants meanwhile (``tree``: the benchmark's Ray cluster) or None)."""
+    sampler = TreeCPU() if tree else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if sampler is not None:
+        sampler.exclude = p.pid
+    _, stderr = p.communicate()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, p.returncode, p.stderr[-1500:]
+    return wall, cpu, p.returncode, stderr[-1500:], None if sampler is None else sampler.stop()
 
 
 def workers_cpu(manifest: Path) -> float:
-    """CPU seconds of the Ray workers of a run: each worker's largest ``worker_cpu_s`` in the manifest."""
+    """CPU seconds of the Ray worker processes of a run (model actors and CPU-stage task workers): each
+    process's largest CPU reading in the manifest, summed."""
     import json
 
     last: dict[str, float] = {}
     for line in manifest.read_text().splitlines():
         row = json.loads(line)
-        if "worker_cpu_s" in row:
-            last[row["worker"]] = max(last.get(row["worker"], 0.0), row["worker_cpu_s"])
+        for stage in ("", "decode_", "encode_"):
+            who, cpu = row.get(f"{stage}worker"), row.get(f"{stage}worker_cpu_s")
+            if who is not None and cpu is not None:
+                last[who] = max(last.get(who, 0.0), cpu)
     return sum(last.values())
 
 
@@ -139,9 +203,14 @@ def main() -> None:
                 env = {**os.environ, **env_extra}
                 if c.startswith("ray") and address:
                     env["RAY_ADDRESS"] = address
-                wall, cpu, code, err = run(cmd, env)
+                wall, cpu, code, err, ray_cpu = run(cmd, env, c.startswith("ray") and started is not None)
                 if c.startswith("ray"):
-                    cpu += workers_cpu(out / "privpix-blur.manifest.jsonl")
+                    rows_cpu = workers_cpu(out / "privpix-blur.manifest.jsonl")
+                    print(
+                        f"  {c}: Ray workers per manifest {rows_cpu:.1f} s, all Ray processes {ray_cpu} s",
+                        file=sys.stderr,
+                    )
+                    cpu += rows_cpu if ray_cpu is None else ray_cpu
                 got = outputs(out)
                 if code != 0 or len(got) != len(photos):
                     sys.exit(f"{c}: exit {code}, {len(got)}/{len(photos)} outputs\n{err}")

@@ -7,7 +7,7 @@ before anything is written, so a failed image never gets an output.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,22 @@ class Computed:
     t0: float
     quality: int
     keep_metadata: bool
+
+    def without_input_pixels(self) -> Computed:
+        """A copy to hand to an encoder in another process: the input frames keep their metadata
+        (mode, alpha, 16-bit values, ICC, EXIF, durations) but not their RGB pixels, which
+        :func:`write_computed` never reads (every output frame has its ``changed`` mask). Saves
+        3 bytes per pixel of what travels between processes; the bytes written are the same."""
+
+        def lean(frame: LoadedImage) -> LoadedImage:
+            return replace(frame, rgb=np.zeros((0, 0, 3), np.uint8), frames=[])
+
+        first = lean(self.loaded)
+        outs = [
+            (rgb, first if i == 0 else lean(like), changed)
+            for i, (rgb, like, changed) in enumerate(self.outs)
+        ]
+        return replace(self, loaded=first, outs=outs)
 
 
 def compute_file(

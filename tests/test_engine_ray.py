@@ -134,6 +134,11 @@ def test_ray_matches_local_bytes_manifest_and_bad_file(cluster, photos, local_ou
     assert len(ok) == N_PHOTOS
     assert all(m["worker"] and m["seconds"] > 0 and "regions" in m and m["time"] for m in ok)
     assert sum(m["regions_obfuscated"] for m in ok) >= N_PHOTOS  # every photo shows at least one face
+    # decoding and encoding ran in Ray Data's CPU tasks, not in the model actors
+    actors = {m["worker"] for m in manifest}
+    assert len(actors) <= 2 and not actors & {
+        m[k] for m in manifest for k in ("decode_worker", "encode_worker")
+    }
     ray_tree = _tree(out)
     ray_tree.pop(MANIFEST)
     local_tree = _tree(local_out)
@@ -148,13 +153,14 @@ def test_ray_matches_local_bytes_manifest_and_bad_file(cluster, photos, local_ou
 
 
 def killing_fn(marker: str, victim: str, common, kwargs):  # noqa: ANN001 - built in a Ray actor
-    """The blur per-image function, except that the first process to reach ``victim`` kills itself
-    (SIGKILL) after the images before it in the batch were written."""
+    """The blur per-image function, except that the first process to reach ``victim``'s model stage
+    (compute) kills itself (SIGKILL) after the images before it in the batch were computed."""
+    from privacy_cli.cli.batch import Stages
     from privacy_cli.cli.image_cmds import method_fn
 
     inner = method_fn("blur", common, kwargs)
 
-    def one(job):  # noqa: ANN001, ANN202
+    def compute(job, decoded):  # noqa: ANN001, ANN202
         if job.input.name == victim:
             try:
                 fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -164,8 +170,13 @@ def killing_fn(marker: str, victim: str, common, kwargs):  # noqa: ANN001 - buil
                 os.write(fd, str(os.getpid()).encode())
                 os.close(fd)
                 os.kill(os.getpid(), signal.SIGKILL)
-        return inner(job)
+        return inner.stages.compute(job, decoded)
 
+    def one(job):  # noqa: ANN001, ANN202
+        c = compute(job, None)
+        return c if not hasattr(c, "outs") else inner.stages.encode(c)
+
+    one.stages = Stages(inner.stages.decode, compute, inner.stages.encode)
     return one
 
 
@@ -356,7 +367,8 @@ def _thumbs(dst: Path, names: list[str], side: int) -> Path:
 
 def _same_records(local: list[dict], ray: list[dict], folder_keys: tuple[str, ...] = ()) -> None:
     """Per input, the records of both engines agree on everything but timing and where they ran."""
-    drop = {"seconds", "worker", "worker_cpu_s", "time", *folder_keys}
+    where = {f"{stage}worker{cpu}" for stage in ("", "decode_", "encode_") for cpu in ("", "_cpu_s")}
+    drop = {"seconds", "stage_seconds", "time", *where, *folder_keys}
     a = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in local}
     b = {r["input"]: {k: v for k, v in r.items() if k not in drop} for r in ray}
     assert a == b

@@ -11,8 +11,9 @@ per-image function (``make_fn() -> one(job) -> Result``) and returns ``(exit cod
   outputs that lets an interrupted job resume.
 
 A per-image function may offer :class:`privacy_cli.cli.batch.Stages` (``fn.stages``: decode, compute,
-encode); both engines then pipeline a worker's images (decode ahead and encode behind in threads,
-bounded queues) with the same bytes out. Every image command runs through :func:`run_jobs`: blur,
+encode). The local engine then pipelines a worker's images (decode ahead and encode behind in threads,
+bounded queues); the Ray engine runs decode and encode as Ray Data CPU tasks around the model actors
+(:mod:`privacy_cli.engines.staged`). Same bytes out either way. Every image command runs through :func:`run_jobs`: blur,
 pixelate, mask, erase, stylize, deidentify (whose k-Same donor pool, built by the driver over the whole
 run, travels inside the factory), perturb and detect (no output image, so no manifest).
 

@@ -1,19 +1,31 @@
 """The Ray engine: every image command on a Ray cluster through Ray Data.
 
-Pipeline: the planned tasks (plain strings) become a Ray dataset of ``ceil(n / batch_size)`` blocks;
-``map_batches`` sends batches of ``--batch-size`` tasks to a pool of ``--workers`` actors. Each actor
-builds the per-image function once in ``__init__`` (so detectors and models load once per actor, on the
-actor's GPU when the cluster has GPUs: ``num_gpus=1`` per actor) and runs the same function the local
-engine runs on every image of a batch (same bytes out). Remote objects are staged per image: download,
-process, one PUT (see :mod:`privacy_cli.engines.tasks`). Rows stream back to this driver as batches
-finish; each is appended to the manifest, printed (``--json`` streams the rows) and advances
-privpix's progress bar (Ray Data's own bars are switched off).
+The planned tasks (plain strings) become a Ray dataset of ``ceil(n / batch_size)`` blocks. For a
+per-image function with stages (:class:`privacy_cli.cli.batch.Stages`: blur, pixelate, mask, erase,
+stylize, deidentify) the pipeline has three Ray Data operators (:mod:`privacy_cli.engines.staged`):
 
-Faults: an image that fails is an error row (never an output). An actor that dies (killed, OOM) is
-restarted by Ray and its batch retried (:data:`TASK_RETRIES` times), so each image still gets exactly one
-row; outputs are written atomically, so a retried image replaces its own complete output at most and
-leaves no partial file. If Ray itself gives up, every image without a row gets an error row (exit 1)
-and is retried by the next run (the manifest records only what finished).
+1. decode: ``map_batches`` *tasks* (CPU) read each input (local file, or an object fetched through
+   fsspec) and decode it exactly as the local engine does; a decode failure is an error row carried
+   through, not a job failure;
+2. model: ``map_batches`` over an *actor pool* of ``--workers`` actors (``num_gpus=1`` each when the
+   cluster has GPUs); each actor builds the per-image function once (models load once per actor) and
+   runs detection and the method on each batch of decoded images;
+3. encode: ``map_batches`` tasks (CPU) encode, strip metadata and write each output atomically
+   (temporary name + rename, or one PUT on object stores), and make the manifest row.
+
+Decoded pixels travel between the operators through Ray's object store (pickled arrays in Arrow
+``large_binary`` columns). Other per-image functions (``detect``, ``perturb``), and every function when
+``PRIVPIX_RAY_STAGES=0``, run whole inside the actors (:class:`PrivpixActor`: read, process and write
+each image, pipelined in threads for local files). Either way the functions are the local engine's,
+so the bytes written are the same. Rows stream back to this driver as batches finish; each is appended
+to the manifest, printed (``--json`` streams the rows) and advances privpix's progress bar (Ray Data's
+own bars are switched off).
+
+Faults: an image that fails is an error row (never an output). An actor or task whose process dies
+(killed, OOM) is restarted by Ray and its batch retried (:data:`TASK_RETRIES` times), so each image
+still gets exactly one row; outputs are written atomically, so a retried image replaces its own
+complete output at most and leaves no partial file. If Ray itself gives up, every image without a row
+gets an error row (exit 1) and is retried by the next run (the manifest records only what finished).
 """
 
 from __future__ import annotations
@@ -23,8 +35,10 @@ import logging
 import math
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +55,8 @@ if TYPE_CHECKING:
 
 #: retries of a batch whose actor died (a poison image that kills every actor must end the job)
 TASK_RETRIES = 3
+#: PRIVPIX_RAY_STAGES=0: actors decode and encode themselves, as before the stages were split (benchmarks)
+STAGED = os.environ.get("PRIVPIX_RAY_STAGES", "1") != "0"
 _DEBUG = os.environ.get("PRIVPIX_DEBUG", "") not in ("", "0")
 
 
@@ -139,6 +155,80 @@ def _bound_actor(make_fn: FnFactory, overwrite: bool) -> type:
     return PrivpixWorker
 
 
+def _items_column(items: list[bytes]) -> Any:
+    """A batch of packed Items as an Arrow table (``large_binary``: a batch of big photos can pass the
+    2 GiB a plain binary column holds)."""
+    import pyarrow as pa
+
+    return pa.table({"item": pa.array(items, type=pa.large_binary())})
+
+
+def decode_batch(token: str, make_fn: FnFactory, overwrite: bool, batch: dict[str, np.ndarray]) -> Any:
+    """The decode operator (Ray Data tasks): a batch of tasks -> packed Items."""
+    from .staged import decode_items, pack, stages_for
+
+    tasks = [Task.from_json(str(s)) for s in batch["task"]]
+    return _items_column([pack(it) for it in decode_items(stages_for(token, make_fn), tasks, overwrite)])
+
+
+def encode_batch(token: str, make_fn: FnFactory, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The encode operator (Ray Data tasks): packed Items -> written outputs and manifest rows."""
+    from .staged import encode_items, stages_for, unpack
+
+    rows = encode_items(stages_for(token, make_fn), [unpack(b) for b in batch["item"]])
+    return {"row": np.array([json.dumps(r, default=str) for r in rows], dtype=object)}
+
+
+class ModelActor:
+    """The model operator's actor: builds the per-image function once (models load on first use, once
+    per actor), then detects and applies the method on batches of decoded images."""
+
+    def __init__(self, make_fn: FnFactory, token: str) -> None:
+        from .staged import stages_for
+
+        self.stages = stages_for(token, make_fn)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        from .staged import compute_items, pack, unpack
+
+        items = compute_items(self.stages, [unpack(b) for b in batch["item"]])
+        return _items_column([pack(it) for it in items])
+
+
+def _bound_model_actor(make_fn: FnFactory, token: str) -> type:
+    """A ModelActor class with its arguments baked in (as :func:`_bound_actor`)."""
+
+    class PrivpixModel(ModelActor):
+        def __init__(self) -> None:
+            super().__init__(make_fn, token)
+
+    return PrivpixModel
+
+
+def stage_resources(cpus: float, workers: int) -> tuple[float, float]:
+    """Logical CPUs of (each model actor, each decode/encode task) on a cluster of ``cpus`` CPUs.
+
+    One each when the cluster has room for the actors plus two CPU-stage tasks. Otherwise (e.g.
+    ``--workers 2`` on 2 CPUs, or GPU nodes with few CPUs, where actors of one CPU each would starve
+    the CPU stages and the job would never end) the actors share all but half a CPU and one CPU-stage
+    task runs at a time on what is left: decoding and encoding take a fraction of the inference time,
+    and every Ray Data worker process costs about 5 s of CPU to start (``import ray.data``), so a small
+    machine runs them in a single process. These are Ray's scheduling units, not threads: a 0.75-CPU
+    actor still runs its models on every thread they use."""
+    if cpus >= workers + 2:
+        return 1.0, 1.0
+    actor = max(0.01, min(1.0, (cpus - 0.5) / workers))
+    return actor, max(0.5, cpus - workers * actor)
+
+
+def _map(ds: Any, fn: Any, args: dict[str, Any], **retries: int) -> Any:
+    """``ds.map_batches(fn, **args)`` with bounded ``retries`` where this Ray passes them through."""
+    try:
+        return ds.map_batches(fn, **args, **retries)
+    except TypeError:  # a Ray without the remote-args passthrough: its own retry defaults
+        return ds.map_batches(fn, **args)
+
+
 def _result(row: dict[str, Any]) -> Result:
     keys = ("input", "output", "status", "regions_found", "regions_obfuscated", "seconds", "error")
     return Result(
@@ -186,27 +276,38 @@ def run(
             ctx.print_on_execution_start = False
             ctx.enable_auto_log_stats = False
             logging.getLogger("ray.data").setLevel(logging.DEBUG if _DEBUG else logging.ERROR)
-            gpus = ray.cluster_resources().get("GPU", 0)
+            res = ray.cluster_resources()
+            gpus = res.get("GPU", 0)
             ds = ray.data.from_items(
                 [{"task": t.to_json()} for t in todo],
                 override_num_blocks=max(1, math.ceil(len(todo) / opts.batch_size)),
             )
+            fn = make_fn() if STAGED else None  # built here only to see whether it has stages
+            staged = fn is not None and getattr(fn, "stages", None) is not None
+            del fn
+            actor_cpus, stage_cpus = stage_resources(res.get("CPU", 1), opts.workers) if staged else (1, 1)
             stage = {
                 "batch_size": opts.batch_size,
                 "batch_format": "numpy",
                 "concurrency": opts.workers,
-                "num_cpus": 1,
+                "num_cpus": actor_cpus,
                 "num_gpus": 1 if gpus >= 1 else None,
             }
-            actor = _bound_actor(make_fn, opts.overwrite)
+            token = uuid.uuid4().hex
+            cpu_stage = {"batch_size": opts.batch_size, "batch_format": "numpy", "num_cpus": stage_cpus}
             with warnings.catch_warnings():
                 # bounded retries have no named parameter (Ray's default retries forever, which a poison
                 # image that kills every actor would turn into a job that never ends)
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                try:
-                    ds = ds.map_batches(actor, **stage, max_restarts=-1, max_task_retries=TASK_RETRIES)
-                except TypeError:  # a Ray without the remote-args passthrough: its own retry defaults
-                    ds = ds.map_batches(actor, **stage)
+                if staged:
+                    decode = partial(decode_batch, token, make_fn, opts.overwrite)
+                    ds = _map(ds, decode, cpu_stage, max_retries=TASK_RETRIES)
+                    actor = _bound_model_actor(make_fn, token)
+                else:
+                    actor = _bound_actor(make_fn, opts.overwrite)
+                ds = _map(ds, actor, stage, max_restarts=-1, max_task_retries=TASK_RETRIES)
+                if staged:
+                    ds = _map(ds, partial(encode_batch, token, make_fn), cpu_stage, max_retries=TASK_RETRIES)
             seen: set[str] = set()
 
             def emit(row: dict[str, Any]) -> None:
