@@ -65,9 +65,6 @@ def test_adversarial_remainder_is_at_chance_for_a_fresh_adversary(privacy_runs) 
     assert f["acc"] <= f["chance"] + 0.10, f
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the adversarial soft mask keeps as much outside the top K% (83 vs 78)"
-)
 def test_non_adversarial_soft_mask_reveals_more_of_the_rest(privacy_runs) -> None:
     assert privacy_runs["non"]["mass_rest"] > 1.2 * privacy_runs["adv"]["mass_rest"], (
         privacy_runs["non"]["mass_rest"],

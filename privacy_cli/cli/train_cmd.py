@@ -314,9 +314,11 @@ def mask(
     rest_weight: Annotated[
         float,
         typer.Option(
-            "--rest-weight", min=0.0, help="Weight of the remainder term pushing the hidden soft mask to 0."
+            "--rest-weight",
+            min=0.0,
+            help="Weight of the remainder term pushing the hidden soft mask to 0 (0: the paper's loss).",
         ),
-    ] = 0.0,
+    ] = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2)] = 64,
     lr: Annotated[float, typer.Option("--lr", min=1e-7, help="Adam learning rate.")] = 1e-3,

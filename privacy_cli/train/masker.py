@@ -56,7 +56,7 @@ class MaskTrainConfig:
     face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
     adversarial: bool = True
     adversary: str = "shared"  # who reads x_o: the "shared" Φ (the paper) or a "separate" network
-    rest_weight: float = 0.0  # weight of the remainder term (logit space) in the obfuscation loss
+    rest_weight: float = 1.0  # weight of the remainder term (logit space) in the obfuscation loss
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -105,8 +105,8 @@ def check_config(c: MaskTrainConfig) -> None:
         raise UsageError(f"--input {c.input_kind!r}: use image or face")
     if c.adversary not in ADVERSARIES:
         raise UsageError(f"--adversary {c.adversary!r}: use {' or '.join(ADVERSARIES)}")
-    if c.rest_weight < 0 or (c.rest_weight and not c.adversarial):
-        raise UsageError(f"--rest-weight {c.rest_weight}: >= 0, and only with the adversarial step")
+    if c.rest_weight < 0:
+        raise UsageError(f"--rest-weight {c.rest_weight}: >= 0")
     if c.epochs < 1 or c.batch_size < 2 or c.lr <= 0 or c.patience < 0 or c.face_scale <= 0:
         raise UsageError("epochs >= 1, batch size >= 2, lr > 0, patience >= 0 and face scale > 0 are needed")
 
@@ -436,7 +436,7 @@ def fit(
         "adversarial": c.adversarial,
         # who read x_o in the obfuscator step (None: no obfuscator step)
         "adversary": c.adversary if c.adversarial else None,
-        "rest_weight": c.rest_weight,
+        "rest_weight": c.rest_weight if c.adversarial else None,
         "masker": {"arch": "mask-unet", "base": c.base, "depth": 3},
         "phi": {"arch": "mask-phi", "classes": len(classes), "size": c.size},
         "train": c.to_json(),
