@@ -6,11 +6,18 @@ the same network Φ. Training repeats 3 predictor steps (cross-entropy on the ta
 Φ updated) and 1 obfuscator step (cross-entropy between Φ(x_o) and the uniform distribution; masker
 only). ``adversarial=False`` drops the obfuscator step (the paper's non-adversarial baseline).
 
+Two additions (docs/methods.md has the measurements): the obfuscator step also minimises a remainder
+term in logit space (``rest_weight``, default 1; 0 is the paper's loss) that pushes the soft mask
+outside the top K% towards 0; ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
+its own network, trained every step on x_o as stored (8-bit), with masker and Φ updated every step
+on the predictor loss plus that adversary's cross-entropy to uniform.
+
 Run folder (``out_dir``)::
 
     config.json          K, size, classes, task, input kind, normalisation, face geometry, scores
     masker.safetensors   the masker of the best validation epoch (U-Net, ``mask-unet``)
     phi.safetensors      its Φ (``mask-phi``)
+    adversary.safetensors  the separate adversary (``mask-phi``; ``adversary="separate"`` only)
     train_log.jsonl      one record per epoch (losses, validation accuracies, images/s)
     checkpoint/          the last epoch's full state (networks, optimisers, counters) for resume
 
