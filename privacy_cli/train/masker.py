@@ -300,9 +300,9 @@ class MaskTrainer:
             x01, y = _to_tensors(data.x[idx], data.y[idx], self.device)
             _m, xp, xo = self.split(x01)
             cp += int((self.phi(xp).argmax(1) == y).sum())
-            if self.adv is not None:  # the separate adversary, in eval mode, on stored x_o
-                self.adv.eval()
-                co += int((self.adv(stored(xo)).argmax(1) == y).sum())
+            if self.adv is not None:  # the separate adversary on stored x_o, with x_o's own batch
+                # statistics as in training (its running statistics lag the moving x_o and flatter it)
+                co += int((self.obfuscator(stored(xo), self.adv).argmax(1) == y).sum())
             else:
                 co += int((self.obfuscator(xo).argmax(1) == y).sum())
         chance = float(np.bincount(data.y).max() / max(1, n))
