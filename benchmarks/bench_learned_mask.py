@@ -10,13 +10,22 @@ the table is measured on the other 4 people's photos, which no model saw.
 * Privacy: dlib face similarity (cosine of the 128-d dlib ResNet embeddings of the original face and
   of the same box in the output; the paper uses FaceNet cosine, measured too when its weights are
   present) and the share of outputs dlib still matches to the original (distance < 0.6).
+* Privacy of the hidden remainder (the paper's own criterion): a fresh adversary
+  (``privacy_cli.train.masker.fresh_adversary``, Φ's architecture trained from scratch) reads the
+  badge colour from x_o = (m - m_topK) * x, stored as 8-bit images, of the training variants and is
+  scored on the test variants' x_o (learned masks only; the baselines have no soft remainder).
 * Methods: the original; centre block and centre Gaussian blur (the paper's baselines); the
-  non-adversarial model and ours, both applied through the methods registry as
-  ``mask:learned=RUN_DIR,keep=K`` (what ``privpix bench --methods`` runs).
+  non-adversarial model, ours (shared Φ as obfuscator, the paper) and ours with a separate adversary
+  (``--adversary separate``), applied through the methods registry as ``mask:learned=RUN_DIR,keep=K``
+  (what ``privpix bench --methods`` runs).
 
 Writes OUT/results.json, OUT/table.md and OUT/masks.png (a sheet of examples; not committed).
 
     PYTHONPATH=. python benchmarks/bench_learned_mask.py --out /tmp/lmask_bench
+
+``--toy`` instead measures the obfuscator variants on the generated task of
+tests/test_learned_mask_privacy.py (10 x 10 label patch in 16 x 16 images: fresh adversary on x_o,
+soft mass outside the top K%) and of tests/test_learned_mask.py (4 x 4 patch: coverage, predictor).
 """
 
 from __future__ import annotations
@@ -139,6 +148,81 @@ def throughput(out: Path, images: int, size: int, device: str) -> None:
         print(f"apply (image model) {w}x{h}: {(time.perf_counter() - t0) / 3:.3f} s/photo")
 
 
+TOY_VARIANTS: dict[str, dict] = {
+    "non-adversarial": {"adversarial": False},
+    "shared Φ (paper)": {"adversary": "shared"},
+    "shared Φ + remainder term 1": {"adversary": "shared", "rest_weight": 1.0},
+    "shared Φ + remainder term 3": {"adversary": "shared", "rest_weight": 3.0},
+    "shared Φ + remainder term 10": {"adversary": "shared", "rest_weight": 10.0},
+    "separate adversary": {"adversary": "separate"},
+    "separate adversary + remainder term 10": {"adversary": "separate", "rest_weight": 10.0},
+}
+
+
+def toy(out: Path, variants: list[str]) -> None:
+    """Obfuscator variants on the generated tasks of the learned-mask tests (same data and settings)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_learned_mask import _config, make_task
+
+    from privacy_cli.train.masker import Split, evaluate_run, fit, fresh_adversary, load_run, split_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {}
+    for patch, n, epochs in ((10, 384, 8), (4, 512, 16)):  # privacy test, utility test
+        x, y, _ = make_task(n + 128, seed=1, patch=patch)
+        xt, yt, bt = make_task(256 if patch == 10 else 200, seed=2, patch=patch)
+        region = np.zeros(xt.shape[:3], bool)
+        for k, (x0, y0, x1, y1) in enumerate(bt):
+            region[k, y0:y1, x0:x1] = True
+        tasks[patch] = (Split(x[:n], y[:n]), Split(x[n:], y[n:]), Split(xt, yt), region, epochs)
+    rows = [
+        "| variant | fresh adversary on x_o (patch 10) | mass outside top K | m hidden | "
+        "coverage (patch 4) | predictor (patch 4) | CPU s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    results = {}
+    for name in variants:
+        kw = TOY_VARIANTS[name]
+        r: dict = {}
+        t0 = time.process_time()
+        for patch, (train, val, test, region, epochs) in tasks.items():
+            run = out / f"{name.replace(' ', '_')}_{patch}"
+            cfg = _config(run, kw.get("adversarial", True), epochs=epochs, resume=False)
+            for k, v in kw.items():
+                setattr(cfg, k, v)
+            fit(cfg, train, val, ["red", "blue"])
+            m, top, _xo = split_images(load_run(run), test.x)
+            if patch == 10:
+                half = len(test.y) // 2
+                fr = fresh_adversary(
+                    run, train, Split(test.x[:half], test.y[:half]), Split(test.x[half:], test.y[half:])
+                )
+                hid = region & ~top
+                r.update(
+                    fresh=fr["acc"],
+                    chance=fr["chance"],
+                    mass=float((m * ~top).sum((1, 2)).mean()),
+                    m_hidden=float(m[hid].mean()),
+                )
+            else:
+                r.update(
+                    coverage=float((top & region).sum() / region.sum()),
+                    predictor=evaluate_run(run, test)["acc_p"],
+                )
+        r["cpu_s"] = time.process_time() - t0
+        results[name] = r
+        rows.append(
+            f"| {name} | {r['fresh']:.0%} (chance {r['chance']:.0%}) | {r['mass']:.1f} | "
+            f"{r['m_hidden']:.2f} | {r['coverage']:.0%} | {r['predictor']:.0%} | {r['cpu_s']:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    print("\n".join(rows))
+    (out / "toy.md").write_text("\n".join(rows) + "\n")
+    (out / "toy.json").write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -149,7 +233,13 @@ def main() -> None:
     ap.add_argument("--blur-sigma", type=float, default=8.0, help="centre blur sigma at 256 px (papers' 8)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--throughput", type=int, default=0, help="only time training on N images and applying")
+    ap.add_argument(
+        "--toy", nargs="*", metavar="VARIANT", help=f"generated-task variants: {list(TOY_VARIANTS)}"
+    )
     a = ap.parse_args()
+    if a.toy is not None:
+        toy(a.out, a.toy or list(TOY_VARIANTS))
+        return
     if a.throughput:
         a.out.mkdir(parents=True, exist_ok=True)
         throughput(a.out, a.throughput, a.size, a.device)
@@ -157,7 +247,14 @@ def main() -> None:
 
     from privacy_cli.faceid import default_recognizer, distance
     from privacy_cli.methods import get_method
-    from privacy_cli.train.masker import MaskTrainConfig, Split, classifier_accuracy, fit, fit_classifier
+    from privacy_cli.train.masker import (
+        MaskTrainConfig,
+        Split,
+        classifier_accuracy,
+        fit,
+        fit_classifier,
+        fresh_adversary,
+    )
 
     a.out.mkdir(parents=True, exist_ok=True)
     rows = list(csv.DictReader(open(FACES / "identities.csv")))
@@ -186,7 +283,12 @@ def main() -> None:
 
     timings = {}
     runs = {}
-    for name, adv in (("non-adversarial", False), ("ours", True)):
+    learned = {
+        "non-adversarial": (False, "shared"),
+        "ours": (True, "shared"),
+        "ours-separate": (True, "separate"),
+    }
+    for name, (adv, adversary) in learned.items():
         cfg = MaskTrainConfig(
             out_dir=a.out / name,
             keep=a.keep,
@@ -195,6 +297,7 @@ def main() -> None:
             batch_size=32,
             lr=2e-3,
             adversarial=adv,
+            adversary=adversary,
             patience=0,
             base=8,
             device=a.device,
@@ -225,7 +328,16 @@ def main() -> None:
         "Our Method": lambda im: mask_fn(im, ones, learned=str(runs["ours"]), keep=a.keep, device=a.device)[
             0
         ],
+        "Our Method – separate adversary": lambda im: mask_fn(
+            im, ones, learned=str(runs["ours-separate"]), keep=a.keep, device=a.device
+        )[0],
     }
+    run_of = {
+        "Our Method – Non-Adversarial": "non-adversarial",
+        "Our Method": "ours",
+        "Our Method – separate adversary": "ours-separate",
+    }
+    test_small = Split(small(xte, a.size), yte)
     fnet = facenet_embedder()
     orig_dlib = [rec.embed(im, b) for im, b in zip(xte, boxes, strict=True)]
     orig_fn = [fnet(im, b) for im, b in zip(xte, boxes, strict=True)] if fnet else None
@@ -250,6 +362,10 @@ def main() -> None:
             "task_accuracy": util,
             "seconds_per_photo": secs,
         }
+        if mname in run_of:  # a fresh adversary on the stored hidden remainder x_o
+            fr = fresh_adversary(runs[run_of[mname]], train, val, test_small, epochs=a.epochs)
+            results[mname]["fresh_adversary_on_xo"] = fr["acc"]
+            results[mname]["fresh_adversary_chance"] = fr["chance"]
     # apply time at a realistic photo size
     big = cv2.resize(xte[0], (1600, 1200), interpolation=cv2.INTER_CUBIC)
     t0 = time.perf_counter()
@@ -260,13 +376,19 @@ def main() -> None:
     timings["apply s/photo at 1600x1200"] = (time.perf_counter() - t0) / 3
 
     lines = [
-        "| Method | Face Similarity (dlib) | dlib still matches | Badge colour accuracy |",
-        "|---|---|---|---|",
+        "| Method | Face Similarity (dlib) | dlib still matches | Badge colour accuracy "
+        "| Fresh adversary on x_o (chance) |",
+        "|---|---|---|---|---|",
     ]
     for mname, r in results.items():
+        fresh = (
+            f"{r['fresh_adversary_on_xo']:.0%} ({r['fresh_adversary_chance']:.0%})"
+            if "fresh_adversary_on_xo" in r
+            else "–"
+        )
         lines.append(
             f"| {mname} | {r['face_similarity_dlib']:.2f} | {r['dlib_match_rate']:.0%} | "
-            f"{r['task_accuracy'] * 100:.2f} |"
+            f"{r['task_accuracy'] * 100:.2f} | {fresh} |"
         )
     table = "\n".join(lines)
     print(table)

@@ -194,23 +194,29 @@ def test_face_model_reveals_only_inside_faces(runs, tmp_path: Path) -> None:
         apply_learned(np.full((120, 160, 3), 90, np.uint8), np.ones((120, 160), np.float32), run)
 
 
-def test_resume_continues_bit_identically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("adversary", ["shared", "separate"])
+def test_resume_continues_bit_identically(tmp_path: Path, adversary: str) -> None:
     from safetensors.torch import load_file
 
     x, y, _ = make_task(80, seed=5, size=16, patch=4)
     train, val = Split(x[:64], y[:64]), Split(x[64:], y[64:])
-    kw = dict(size=16, epochs=2, batch_size=16)
+    kw = dict(size=16, epochs=2, batch_size=16, adversary=adversary, rest_weight=1.0)
     fit(_config(tmp_path / "straight", True, **kw), train, val, ["red", "blue"])
     fit(_config(tmp_path / "resumed", True, **dict(kw, epochs=1)), train, val, ["red", "blue"])
     res = fit(_config(tmp_path / "resumed", True, **kw), train, val, ["red", "blue"])
     assert res.resumed_from == 1 and res.epoch == 2
-    for f in ("masker.safetensors", "phi.safetensors"):
+    nets = ["masker", "phi"] + (["adversary"] if adversary == "separate" else [])
+    cfg = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert cfg["adversary"] == adversary and cfg["rest_weight"] == 1.0
+    assert (tmp_path / "resumed" / "adversary.safetensors").is_file() == (adversary == "separate")
+    for f in (f"{n}.safetensors" for n in nets):
         a = load_file(str(tmp_path / "straight" / "checkpoint" / f))
         b = load_file(str(tmp_path / "resumed" / "checkpoint" / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
     sa = torch.load(tmp_path / "straight" / "checkpoint" / "optim.pt", weights_only=True)
     sb = torch.load(tmp_path / "resumed" / "checkpoint" / "optim.pt", weights_only=True)
-    for opt in ("pred", "obf"):
+    assert sa.keys() == sb.keys() == ({"pred", "obf", "adv"} if adversary == "separate" else {"pred", "obf"})
+    for opt in sa:
         for pid, st in sa[opt]["state"].items():
             assert all(torch.equal(v, sb[opt]["state"][pid][n]) for n, v in st.items() if torch.is_tensor(v))
 

@@ -303,6 +303,22 @@ def mask(
     no_adversarial: Annotated[
         bool, typer.Option("--no-adversarial", help="The paper's non-adversarial baseline (no obfuscator).")
     ] = False,
+    adversary: Annotated[
+        str,
+        typer.Option(
+            "--adversary",
+            help="Who reads the hidden remainder: shared (the predictor Φ, the paper) or separate "
+            "(its own network trained on the stored remainder every step).",
+        ),
+    ] = "shared",
+    rest_weight: Annotated[
+        float,
+        typer.Option(
+            "--rest-weight",
+            min=0.0,
+            help="Weight of the remainder term pushing the hidden soft mask to 0 (0: the paper's loss).",
+        ),
+    ] = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2)] = 64,
     lr: Annotated[float, typer.Option("--lr", min=1e-7, help="Adam learning rate.")] = 1e-3,
@@ -350,6 +366,8 @@ def mask(
         input_kind=input_kind,
         face_scale=face_scale,
         adversarial=not no_adversarial,
+        adversary=adversary,
+        rest_weight=rest_weight,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

@@ -6,11 +6,18 @@ the same network Φ. Training repeats 3 predictor steps (cross-entropy on the ta
 Φ updated) and 1 obfuscator step (cross-entropy between Φ(x_o) and the uniform distribution; masker
 only). ``adversarial=False`` drops the obfuscator step (the paper's non-adversarial baseline).
 
+Two additions (docs/methods.md has the measurements): the obfuscator step also minimises a remainder
+term in logit space (``rest_weight``, default 1; 0 is the paper's loss) that pushes the soft mask
+outside the top K% towards 0; ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
+its own network, trained every step on x_o as stored (8-bit), with masker and Φ updated every step
+on the predictor loss plus that adversary's cross-entropy to uniform.
+
 Run folder (``out_dir``)::
 
     config.json          K, size, classes, task, input kind, normalisation, face geometry, scores
     masker.safetensors   the masker of the best validation epoch (U-Net, ``mask-unet``)
     phi.safetensors      its Φ (``mask-phi``)
+    adversary.safetensors  the separate adversary (``mask-phi``; ``adversary="separate"`` only)
     train_log.jsonl      one record per epoch (losses, validation accuracies, images/s)
     checkpoint/          the last epoch's full state (networks, optimisers, counters) for resume
 
@@ -41,6 +48,8 @@ CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoint"
 #: predictor steps per obfuscator step (paper 003, Sec. II-B)
 PREDICTOR_STEPS = 3
+#: who reads x_o in the obfuscator step: the shared Φ (the paper, default) or a separate adversary
+ADVERSARIES = ("separate", "shared")
 
 
 @dataclass
@@ -53,6 +62,8 @@ class MaskTrainConfig:
     input_kind: str = "image"  # "image": whole images; "face": detected face crops
     face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
     adversarial: bool = True
+    adversary: str = "shared"  # who reads x_o: the "shared" Φ (the paper) or a "separate" network
+    rest_weight: float = 1.0  # weight of the remainder term (logit space) in the obfuscation loss
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -99,6 +110,10 @@ def check_config(c: MaskTrainConfig) -> None:
         raise UsageError(f"--size {c.size}: a multiple of 16 (Φ halves it four times)")
     if c.input_kind not in ("image", "face"):
         raise UsageError(f"--input {c.input_kind!r}: use image or face")
+    if c.adversary not in ADVERSARIES:
+        raise UsageError(f"--adversary {c.adversary!r}: use {' or '.join(ADVERSARIES)}")
+    if c.rest_weight < 0:
+        raise UsageError(f"--rest-weight {c.rest_weight}: >= 0")
     if c.epochs < 1 or c.batch_size < 2 or c.lr <= 0 or c.patience < 0 or c.face_scale <= 0:
         raise UsageError("epochs >= 1, batch size >= 2, lr > 0, patience >= 0 and face scale > 0 are needed")
 
@@ -107,8 +122,21 @@ def _normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
+def stored(x01: Tensor) -> Tensor:
+    """``x01`` in [0, 1] as an 8-bit image holds it (rounded to multiples of 1/255); the gradient
+    passes straight through the rounding."""
+    return x01 + (torch.round(x01 * 255.0) / 255.0 - x01).detach()
+
+
+#: dm/dz used for the obfuscation gradient into the masker's logit z (sigmoid'(0)); the true
+#: m (1 - m) vanishes as m -> 0, long before x_o rounds to 0
+LOGIT_GAIN = 0.25
+#: logit of a quarter grey level: a hidden pixel with z below it is 0 in an 8-bit x_o whatever x is
+Z_ZERO = math.log(0.25 / 254.75)
+
+
 class MaskTrainer:
-    """Masker + Φ with their two optimisers; one call per training step."""
+    """Masker + Φ (+ the separate adversary) with their optimisers; one call per training step."""
 
     def __init__(self, c: MaskTrainConfig, classes: int, mean: np.ndarray, std: np.ndarray, device: Any):
         torch.manual_seed(c.seed)
@@ -120,6 +148,21 @@ class MaskTrainer:
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
         self.opt_pred = torch.optim.Adam([*self.masker.parameters(), *self.phi.parameters()], lr=c.lr)
         self.opt_obf = torch.optim.Adam(self.masker.parameters(), lr=c.lr)
+        self.adv: TaskClassifier | None = None
+        self.opt_adv: torch.optim.Optimizer | None = None
+        if c.adversarial and c.adversary == "separate":
+            self.adv = TaskClassifier(classes=classes, size=c.size).to(device)
+            self.opt_adv = torch.optim.Adam(self.adv.parameters(), lr=c.lr)
+
+    def mask(self, x01: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft mask ``m`` (B, 1, S, S) in (0, 1) and its logit ``z`` (``m = sigmoid(z)``)."""
+        got: dict[str, Tensor] = {}
+        hook = self.masker.out.register_forward_hook(lambda _mod, _inp, out: got.__setitem__("z", out))
+        try:
+            m = self.masker(_normalise(x01, self.mean, self.std))
+        finally:
+            hook.remove()
+        return m, got["z"]
 
     def split(self, x01: Tensor, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """``(m, x_p, x_o)`` for images ``x01`` (B, 3, S, S) in [0, 1]: ``x_p = m_topK * x``,
@@ -132,7 +175,7 @@ class MaskTrainer:
     def predictor_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
         self.masker.train()
         self.phi.train()
-        _m, xp, _xo = self.split(x01, straight_through=True)
+        _m, xp, xo = self.split(x01, straight_through=True)
         logits = self.phi(xp)
         loss = F.cross_entropy(logits, y)
         self.opt_pred.zero_grad(set_to_none=True)
@@ -141,11 +184,12 @@ class MaskTrainer:
         return {"loss_pred": float(loss.detach()), "acc_p": float((logits.argmax(1) == y).float().mean())}
 
     def obfuscator_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
-        """Cross-entropy between Φ(x_o) and the uniform distribution; only the masker moves."""
+        """Shared Φ (the paper): cross-entropy between Φ(x_o) and the uniform distribution, plus the
+        remainder term (``rest_weight``); only the masker moves."""
         self.masker.train()
         self.phi.requires_grad_(False)
         try:
-            m = self.masker(_normalise(x01, self.mean, self.std))
+            m, z = self.mask(x01)
             # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker through the
             # selection (straight-through, see topk_select), not through the soft values: otherwise the
             # cheapest way to hide the task from x_o is to dim it there rather than to reveal it.
@@ -153,33 +197,97 @@ class MaskTrainer:
             xo = m.detach() * (1.0 - sel) * x01
             logits = self.obfuscator(xo)
             loss = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+            rest = self.rest_term(z, sel)
             self.opt_obf.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + self.c.rest_weight * rest).backward()
             self.opt_obf.step()
         finally:
             self.phi.requires_grad_(True)
-        return {"loss_obf": float(loss.detach()), "acc_o": float((logits.argmax(1) == y).float().mean())}
+        return {
+            "loss_obf": float(loss.detach()),
+            "loss_rest": float(rest.detach()),
+            "acc_o": float((logits.argmax(1) == y).float().mean()),
+        }
 
-    def obfuscator(self, xo: Tensor) -> Tensor:
-        """Φ on ``x_o`` with the batch's own batch-norm statistics, running statistics untouched.
+    @staticmethod
+    def rest_term(z: Tensor, sel: Tensor) -> Tensor:
+        """Remainder term in logit space: mean over all pixels of ``relu(z - Z_ZERO)`` outside the top
+        K% (``sel`` 0), i.e. a constant push on every hidden pixel whose x_o would survive 8-bit
+        rounding, and none once it cannot."""
+        return (F.relu(z - Z_ZERO) * (1.0 - sel.detach())).mean()
+
+    def adversary_step(self, xo: Tensor, y: Tensor) -> dict[str, float]:
+        """The separate adversary learns to read the task from ``xo`` (x_o as stored, 8-bit; no
+        gradient to the masker), as a fresh attacker would from saved remainders."""
+        assert self.adv is not None and self.opt_adv is not None
+        self.adv.train()
+        logits = self.adv(xo.detach())
+        loss = F.cross_entropy(logits, y)
+        self.opt_adv.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_adv.step()
+        return {"loss_adv": float(loss.detach()), "acc_adv": float((logits.argmax(1) == y).float().mean())}
+
+    def separate_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
+        """Separate adversary (standard adversarial learning), every step: the adversary first learns
+        this batch's stored x_o; then masker and Φ minimise the predictor's cross-entropy on x_p plus
+        the adversary's cross-entropy to uniform on x_o (plus the remainder term).
+
+        The obfuscation gradient reaches both the selection (straight-through) and the soft values
+        outside the top K%, the latter in logit space (``LOGIT_GAIN``); x_o goes through 8-bit
+        rounding (straight-through), so hidden pixels that round to 0 are invisible to the adversary.
+        """
+        assert self.adv is not None
+        self.masker.train()
+        self.phi.train()
+        m, z = self.mask(x01)
+        sel = topk_select(m, self.c.keep, straight_through=True)
+        logs = self.adversary_step(stored(m * (1.0 - sel) * x01), y)
+        m_lin = m.detach() + LOGIT_GAIN * (z - z.detach())
+        xo = stored(m_lin * (1.0 - sel) * x01)
+        logits = self.phi(m * sel * x01)
+        loss_p = F.cross_entropy(logits, y)
+        self.adv.requires_grad_(False)
+        try:
+            lo = self.obfuscator(xo, self.adv)
+            loss_o = -F.log_softmax(lo, dim=1).mean(dim=1).mean()
+            rest = self.rest_term(z, sel)
+            self.opt_pred.zero_grad(set_to_none=True)
+            (loss_p + loss_o + self.c.rest_weight * rest).backward()
+            self.opt_pred.step()
+        finally:
+            self.adv.requires_grad_(True)
+        return {
+            **logs,
+            "loss_pred": float(loss_p.detach()),
+            "acc_p": float((logits.argmax(1) == y).float().mean()),
+            "loss_obf": float(loss_o.detach()),
+            "loss_rest": float(rest.detach()),
+            "acc_o": float((lo.argmax(1) == y).float().mean()),
+        }
+
+    def obfuscator(self, xo: Tensor, net: TaskClassifier | None = None) -> Tensor:
+        """Φ (or ``net``) on ``x_o`` with the batch's own batch-norm statistics, running statistics
+        untouched.
 
         A convolution followed by batch-norm is blind to the input's scale, so the masker cannot hide
         the task from the obfuscator by merely dimming it (small m outside the top K%): the task
         pixels must leave x_o, i.e. enter the revealed top K%.
         """
-        bns = [mod for mod in self.phi.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+        net = self.phi if net is None else net
+        bns = [mod for mod in net.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
         saved = [(mod.training, mod.momentum) for mod in bns]
-        was = self.phi.training
-        self.phi.train()
+        was = net.training
+        net.train()
         for mod in bns:
             mod.momentum = 0.0  # running = (1 - 0) * running: unchanged
         try:
-            return self.phi(xo)
+            return net(xo)
         finally:
             for mod, (tr, mom) in zip(bns, saved, strict=True):
                 mod.momentum = mom
                 mod.train(tr)
-            self.phi.train(was)
+            net.train(was)
 
     @torch.no_grad()
     def evaluate(self, data: Split, batch: int = 256) -> dict[str, float]:
@@ -192,7 +300,11 @@ class MaskTrainer:
             x01, y = _to_tensors(data.x[idx], data.y[idx], self.device)
             _m, xp, xo = self.split(x01)
             cp += int((self.phi(xp).argmax(1) == y).sum())
-            co += int((self.obfuscator(xo).argmax(1) == y).sum())
+            if self.adv is not None:  # the separate adversary on stored x_o, with x_o's own batch
+                # statistics as in training (its running statistics lag the moving x_o and flatter it)
+                co += int((self.obfuscator(stored(xo), self.adv).argmax(1) == y).sum())
+            else:
+                co += int((self.obfuscator(xo).argmax(1) == y).sum())
         chance = float(np.bincount(data.y).max() / max(1, n))
         acc_p, acc_o = cp / max(1, n), co / max(1, n)
         score = acc_p - (max(0.0, acc_o - chance) if self.c.adversarial else 0.0)
@@ -200,8 +312,18 @@ class MaskTrainer:
 
     # ---- state ------------------------------------------------------------------------------
 
-    def weights(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return _cpu(self.masker.state_dict()), _cpu(self.phi.state_dict())
+    def weights(self) -> dict[str, dict[str, Tensor]]:
+        """State dicts on the CPU by file stem: masker, phi and (separate adversary) adversary."""
+        nets = {"masker": self.masker, "phi": self.phi}
+        if self.adv is not None:
+            nets["adversary"] = self.adv
+        return {k: _cpu(v.state_dict()) for k, v in nets.items()}
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"pred": self.opt_pred, "obf": self.opt_obf}
+        if self.opt_adv is not None:
+            opts["adv"] = self.opt_adv
+        return opts
 
     def save_checkpoint(self, path: Path, counters: dict[str, Any]) -> None:
         """Networks, optimisers and counters, atomically (temp folder + rename)."""
@@ -210,10 +332,9 @@ class MaskTrainer:
         tmp = path.with_name(f".{path.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        mk, ph = self.weights()
-        save_file(mk, str(tmp / "masker.safetensors"))
-        save_file(ph, str(tmp / "phi.safetensors"))
-        torch.save({"pred": self.opt_pred.state_dict(), "obf": self.opt_obf.state_dict()}, tmp / "optim.pt")
+        for name, sd in self.weights().items():
+            save_file(sd, str(tmp / f"{name}.safetensors"))
+        torch.save({k: o.state_dict() for k, o in self.optimisers().items()}, tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps(counters, indent=1))
         old = path.with_name(f".{path.name}.old")
         if path.exists():
@@ -221,15 +342,23 @@ class MaskTrainer:
         tmp.rename(path)
         shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+    def load_weights(self, folder: Path) -> None:
+        """Load ``masker``, ``phi`` (and ``adversary``) ``.safetensors`` from ``folder``."""
         from safetensors.torch import load_file
 
+        nets = {"masker": self.masker, "phi": self.phi}
+        if self.adv is not None:
+            nets["adversary"] = self.adv
+        for name, net in nets.items():
+            net.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+
         try:
-            self.masker.load_state_dict(load_file(str(path / "masker.safetensors")))
-            self.phi.load_state_dict(load_file(str(path / "phi.safetensors")))
+            self.load_weights(path)
             opt = torch.load(path / "optim.pt", map_location=self.device, weights_only=True)
-            self.opt_pred.load_state_dict(opt["pred"])
-            self.opt_obf.load_state_dict(opt["obf"])
+            for k, o in self.optimisers().items():
+                o.load_state_dict(opt[k])
             return json.loads((path / "state.json").read_text())
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise WeightsError(f"{path}: cannot resume ({type(e).__name__}: {e}); use --no-resume") from None
@@ -256,10 +385,10 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _save_final(out: Path, masker: dict[str, Tensor], phi: dict[str, Tensor]) -> None:
+def _save_final(out: Path, weights: dict[str, dict[str, Tensor]]) -> None:
     from safetensors.torch import save_file
 
-    for name, sd in (("masker", masker), ("phi", phi)):
+    for name, sd in weights.items():
         tmp = out / f".{name}.safetensors.tmp"
         save_file(sd, str(tmp), metadata={"format": "privpix-learned-mask"})
         tmp.replace(out / f"{name}.safetensors")
@@ -312,6 +441,9 @@ def fit(
         "face_scale": c.face_scale if c.input_kind == "face" else None,
         "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "range": "0-1"},
         "adversarial": c.adversarial,
+        # who read x_o in the obfuscator step (None: no obfuscator step)
+        "adversary": c.adversary if c.adversarial else None,
+        "rest_weight": c.rest_weight if c.adversarial else None,
         "masker": {"arch": "mask-unet", "base": c.base, "depth": 3},
         "phi": {"arch": "mask-phi", "classes": len(classes), "size": c.size},
         "train": c.to_json(),
@@ -351,7 +483,10 @@ def fit(
                     idx = np.sort(order[b * c.batch_size : (b + 1) * c.batch_size])
                     x01, y = _to_tensors(train.x[idx], train.y[idx], device)
                     obf = c.adversarial and state["step"] % (PREDICTOR_STEPS + 1) == PREDICTOR_STEPS
-                    logs = tr.obfuscator_step(x01, y) if obf else tr.predictor_step(x01, y)
+                    if tr.adv is not None:
+                        logs = tr.separate_step(x01, y)
+                    else:
+                        logs = tr.obfuscator_step(x01, y) if obf else tr.predictor_step(x01, y)
                     state["step"] += 1
                     for k, v in logs.items():
                         sums.setdefault(k, []).append(v)
@@ -371,7 +506,7 @@ def fit(
             }
             if ev["val_score"] >= state["best_score"]:  # on a tie the longer-trained model
                 state.update(best_score=ev["val_score"], best_epoch=epoch + 1, bad=0)
-                _save_final(out, *tr.weights())
+                _save_final(out, tr.weights())
                 config.update(
                     best_epoch=epoch + 1, val={k: ev[k] for k in ("val_acc_p", "val_acc_o", "val_chance")}
                 )
@@ -403,7 +538,6 @@ def fit(
 
 def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
     """A trainer holding a run folder's masker and Φ (eval mode), for scoring it on new data."""
-    from safetensors.torch import load_file
 
     from ..methods.learned_mask import read_run
 
@@ -415,12 +549,13 @@ def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
         size=info.size,
         base=info.base,
         adversarial=bool(cfg.get("adversarial", True)),
+        adversary=cfg.get("adversary") or "shared",  # runs from before the separate adversary: shared
+        rest_weight=float(cfg.get("rest_weight") or 0.0),
         device=str(device),
     )
     tr = MaskTrainer(c, len(info.classes), np.asarray(info.mean), np.asarray(info.std), device)
     try:
-        tr.masker.load_state_dict(load_file(str(Path(run_dir) / "masker.safetensors")))
-        tr.phi.load_state_dict(load_file(str(Path(run_dir) / "phi.safetensors")))
+        tr.load_weights(Path(run_dir))
     except (OSError, RuntimeError, ValueError) as e:
         raise WeightsError(f"{run_dir}: cannot load the run's networks ({type(e).__name__}: {e})") from None
     tr.masker.eval()
