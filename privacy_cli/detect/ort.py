@@ -70,6 +70,20 @@ def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: b
     return path
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def share_threads(parts: int) -> int:
+    """Intra-op threads for each of ``parts`` sessions that run at the same time: the usable cores
+    split evenly, at least one each."""
+    return max(1, usable_cores() // max(1, int(parts)))
+
+
 def providers(device: str | None) -> list[str]:
     """onnxruntime execution providers for ``device`` (``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
     import onnxruntime as ort
