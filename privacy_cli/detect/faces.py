@@ -198,8 +198,12 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     if len(b) <= _NMS_MATRIX:
         s = b[order]
-        iw = np.clip(np.minimum(s[:, None, 2], s[None, :, 2]) - np.maximum(s[:, None, 0], s[None, :, 0]), 0, None)
-        ih = np.clip(np.minimum(s[:, None, 3], s[None, :, 3]) - np.maximum(s[:, None, 1], s[None, :, 1]), 0, None)
+        iw = np.clip(
+            np.minimum(s[:, None, 2], s[None, :, 2]) - np.maximum(s[:, None, 0], s[None, :, 0]), 0, None
+        )
+        ih = np.clip(
+            np.minimum(s[:, None, 3], s[None, :, 3]) - np.maximum(s[:, None, 1], s[None, :, 1]), 0, None
+        )
         inter = iw * ih
         a = area[order]
         union = a[:, None] + a[None, :] - inter
