@@ -1,9 +1,9 @@
 """Issue 14: memory over a long folder. Does ``privpix blur DIR`` grow per image?
 
-Builds a folder of ``--count`` images (default 500) by linking the photos of ``--dir`` (faces-id by
-default: 63 photos from 330 x 512 to 4352 x 2903, so sizes are mixed) round-robin into a temporary
-folder, runs one ``privpix blur FOLDER -o OUT --quiet`` process (``--detect faces`` unless
-``--args`` says otherwise) and samples its resident set size (psutil, every ``--every`` seconds)
+Builds a folder of ``--count`` images (default 500) from the photos of ``--dir`` (faces-id by
+default: 63 photos from 330 x 512 to 4352 x 2903, so sizes are mixed), hard-linked or copied
+round-robin into a temporary folder (``--tmp``), runs one ``privpix blur FOLDER -o OUT --quiet``
+process (``--detect faces`` unless ``--args`` says otherwise) and samples its resident set size (psutil, every ``--every`` seconds)
 while counting the outputs written. Reported: peak RSS, RSS when 50, 250 and ``--count`` outputs
 exist (the last sample before the count was reached), CPU seconds (user + sys) and wall time.
 
@@ -36,14 +36,19 @@ CLI = "from privacy_cli.cli.app import main; main()"
 
 
 def link_folder(src: Path, dst: Path, count: int) -> int:
-    """Symlink the images of ``src`` round-robin into ``dst`` as ``0000-name`` ... (``count`` links)."""
+    """Hard-link (else copy) the images of ``src`` round-robin into ``dst`` as ``0000-name`` ...
+    (``count`` files). Not symlinks: privpix lists a file reached by two symlinks once."""
     photos = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXT)
     if not photos:
         raise SystemExit(f"{src}: no images")
     dst.mkdir(parents=True)
     for i in range(count):
         p = photos[i % len(photos)]
-        (dst / f"{i:04d}-{p.name}").symlink_to(p.resolve())
+        target = dst / f"{i:04d}-{p.name}"
+        try:
+            os.link(p.resolve(), target)
+        except OSError:
+            shutil.copyfile(p, target)
     return len(photos)
 
 
@@ -71,11 +76,12 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="photos to cycle through")
     ap.add_argument("--count", type=int, default=500, help="images in the folder")
     ap.add_argument("--args", default="--detect faces", help="extra privpix blur arguments")
+    ap.add_argument("--tmp", type=Path, default=None, help="where to build the folder (default: system temp)")
     ap.add_argument("--every", type=float, default=0.2, help="RSS sampling period (s)")
     ap.add_argument("--marks", default="50,250", help="report RSS at these image counts (and --count)")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="privpix-mem-"))
+    tmp = Path(tempfile.mkdtemp(prefix="privpix-mem-", dir=args.tmp))
     marks = sorted({int(m) for m in args.marks.split(",") if m} | {args.count})
     try:
         distinct = link_folder(args.dir, tmp / "in", args.count)
@@ -106,6 +112,8 @@ def main() -> None:
         if popen.returncode != 0:
             raise SystemExit(f"privpix failed ({popen.returncode}):\n{err[-2000:]}")
         n = written(out)
+        if n != args.count:
+            raise SystemExit(f"privpix wrote {n} outputs for {args.count} images")
         for m in marks:
             at.setdefault(m, last)
         mb = 1024 * 1024
