@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=500, help="images in the folder")
     ap.add_argument("--args", default="--detect faces", help="extra privpix blur arguments")
     ap.add_argument("--tmp", type=Path, default=None, help="where to build the folder (default: system temp)")
+    ap.add_argument("--tree", type=Path, default=ROOT, help="privpix checkout to run (PYTHONPATH)")
     ap.add_argument("--every", type=float, default=0.2, help="RSS sampling period (s)")
     ap.add_argument("--marks", default="50,250", help="report RSS at these image counts (and --count)")
     args = ap.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
         out = tmp / "out"
         cmd = [sys.executable, "-c", CLI, "blur", str(tmp / "in"), "-o", str(out), "--quiet"]
         cmd += shlex.split(args.args)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(args.tree.resolve()))
         t0 = time.perf_counter()
         popen = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         proc = psutil.Process(popen.pid)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -525,6 +526,23 @@ def ellipse_polygon(box: tuple[float, float, float, float], n: int = 32) -> list
     return [(float(cx + rx * math.cos(a)), float(cy + ry * math.sin(a))) for a in t]
 
 
+_SIDE_POOL: ThreadPoolExecutor | None = None
+_SIDE_LOCK = threading.Lock()
+
+
+def _side_pool() -> ThreadPoolExecutor:
+    """The process's pool for CenterFace passes run beside MTCNN. Kept for the process: its idle
+    threads are reused, where a new thread per photo would spread allocations over more malloc
+    arenas. One thread per core, so several ``--workers`` never wait for each other here."""
+    global _SIDE_POOL
+    with _SIDE_LOCK:
+        if _SIDE_POOL is None:
+            from .ort import usable_cores
+
+            _SIDE_POOL = ThreadPoolExecutor(usable_cores(), thread_name_prefix="privpix-centerface")
+        return _SIDE_POOL
+
+
 def _overlaps(box: np.ndarray, kept: list[np.ndarray], iou: float, contain: float) -> bool:
     for k in kept:
         iw = min(box[2], k[2]) - max(box[0], k[0])
@@ -630,14 +648,15 @@ class FaceDetector:
         possibly found by :meth:`_reframe`) and (N,) quarter turns (the ``np.rot90`` k that makes a
         face only CenterFace found upright according to its landmarks; 0 for the others)."""
         kept, scores, sure, turns = [], [], [], []
-        with ThreadPoolExecutor(1, thread_name_prefix="privpix-centerface") as pool:
-            # CenterFace runs beside MTCNN (onnxruntime releases the GIL; each has half the cores)
-            found_cf = None
-            if self.cf is not None:
-                h, w = image.shape[:2]
-                scale = min(2.0, math.sqrt(pixels / float(w * h)))
-                found_cf = pool.submit(self.cf.find, image, scale)
+        # CenterFace runs beside MTCNN (onnxruntime releases the GIL; each has half the cores)
+        found_cf = None
+        if self.cf is not None:
+            h, w = image.shape[:2]
+            scale = min(2.0, math.sqrt(pixels / float(w * h)))
+            found_cf = _side_pool().submit(self.cf.find, image, scale)
+        try:
             found_mt = (self.mtcnn if fine else self.coarse).detect(image)
+        finally:
             cf_faces = found_cf.result() if found_cf is not None else None
         for r in found_mt:
             box, score = np.array(r.box, np.float64), float(r.score)
