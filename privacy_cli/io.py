@@ -194,7 +194,8 @@ def _decode_frame(im: Image.Image, name: str) -> LoadedImage:
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     exif_obj = im.getexif()
     im.load()
-    im = ImageOps.exif_transpose(im)
+    if exif_obj.get(0x0112) in (2, 3, 4, 5, 6, 7, 8):  # else exif_transpose only copies the pixels
+        im = ImageOps.exif_transpose(im)
     exif = None
     if exif_obj:
         exif_obj[0x0112] = 1  # orientation has been applied

@@ -83,16 +83,16 @@ def detect(image: np.ndarray, kinds: str | Iterable[str] = DEFAULT_KINDS, **opti
     per = route_options(names, options)
     h, w = image.shape[:2]
     regions = Regions((w, h))
-    dets = [_build(name, per[name]) for name in names]  # models load here, one detector at a time
-    if len(dets) == 1:
-        outcomes = [_run_one(names[0], dets[0], image)]
+    if len(names) == 1:
+        outcomes = [_run_one(names[0], _build(names[0], per[names[0]]), image)]  # models load here
     else:
         # faces and text at once: onnxruntime and OpenCV release the GIL, so on 2 cores the
-        # default job takes about as long as its slower detector instead of the sum of both
+        # default job takes about as long as its slower detector instead of the sum of both; the
+        # first image also loads both detectors' models side by side
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=len(dets), thread_name_prefix="privpix-detect") as pool:
-            futures = [pool.submit(_run_one, n, d, image) for n, d in zip(names, dets, strict=True)]
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="privpix-detect") as pool:
+            futures = [pool.submit(_build_and_run, n, per[n], image) for n in names]
             outcomes = [f.result() for f in futures]
     for found in outcomes:  # in the order asked, the first failure raised
         if isinstance(found, BaseException):
@@ -109,6 +109,15 @@ def _build(name: str, options: dict[str, Any]) -> Any:
         raise
     except Exception as e:  # privacy fails closed: any crash is a detector failure
         raise DetectorError(f"{name} detector failed: {type(e).__name__}: {e}") from e
+
+
+def _build_and_run(name: str, options: dict[str, Any], image: np.ndarray) -> list[Any] | BaseException:
+    """:func:`_build` then :func:`_run_one`; a build failure is returned, not raised."""
+    try:
+        det = _build(name, options)
+    except PrivpixError as e:
+        return e
+    return _run_one(name, det, image)
 
 
 def _run_one(name: str, det: Any, image: np.ndarray) -> list[Any] | BaseException:

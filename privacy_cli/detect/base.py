@@ -48,6 +48,7 @@ _DETECTOR_MODULES: list[str] = [
 ]
 _FACTORIES: dict[str, DetectorFactory] = {}
 _INSTANCES: dict[tuple[str, tuple[tuple[str, Hashable], ...]], Detector] = {}
+_KEY_LOCKS: dict[tuple[str, tuple[tuple[str, Hashable], ...]], threading.Lock] = {}
 _LOCK = threading.RLock()
 
 
@@ -126,7 +127,14 @@ def get_detector(name: str, **options: Any) -> Detector:
             f"detector {name!r} has no option {', '.join(bad)}; options: {', '.join(allowed) or 'none'}"
         )
     key = (name, tuple(sorted((k, _freeze(v)) for k, v in options.items())))
+    inst = _INSTANCES.get(key)
+    if inst is not None:
+        return inst
+    # one lock per (name, options): two detectors load their models at the same time (faces and
+    # text on 2 cores), the same one is built once
     with _LOCK:
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
         inst = _INSTANCES.get(key)
         if inst is None:
             inst = factory(**options)
@@ -138,6 +146,7 @@ def clear_detector_cache() -> None:
     """Forget every built detector instance (frees their models)."""
     with _LOCK:
         _INSTANCES.clear()
+        _KEY_LOCKS.clear()
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -3,9 +3,9 @@
 Detectors that run on onnxruntime keep torch out of the process: ``import torch`` alone costs
 seconds and hundreds of MB. Graphs derived from weights that ship in installed packages (MTCNN
 converted from facenet-pytorch's state dicts, CenterFace with dynamic input shapes) are built
-once and kept in :func:`cache_dir`, named after the sha256 of their source file, checked by onnx
-and written atomically; a cached file onnxruntime cannot load is rebuilt
-(:func:`cached_session`).
+once and kept in :func:`cache_dir`, named after their source file's path, size and mtime
+(:func:`source_key`), checked by onnx and written atomically; a cached file onnxruntime cannot
+load is rebuilt (:func:`cached_session`).
 
 Devices: ``"cpu"`` runs the CPU provider; ``"auto"`` prefers CUDA when onnxruntime has the CUDA
 provider; ``"cuda"`` without it is a UsageError.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from typing import Any
 from ..errors import UsageError
 
 ENV_CACHE_DIR = "PRIVPIX_CACHE_DIR"
-_SHA: dict[tuple[str, float, int], str] = {}
-_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -38,26 +35,20 @@ def cache_dir() -> Path:
     return base / "privpix" / "onnx"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of ``path`` (memoised per path, mtime and size)."""
+def source_key(path: Path) -> str:
+    """16 hex digits naming the graph derived from ``path``: sha256 of its resolved path, size and
+    mtime (ns). Cheap at every start (hashing the 7 MB CenterFace file cost 30-60 ms); a source
+    file replaced or upgraded in place gets a new size or mtime, so a new graph. The cached graph is
+    ours (derived from that file), so no check of its bytes is needed to trust it."""
     st = path.stat()
-    key = (str(path), st.st_mtime, st.st_size)
-    with _LOCK:
-        if key in _SHA:
-            return _SHA[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    with _LOCK:
-        _SHA[key] = h.hexdigest()
-    return _SHA[key]
+    ident = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: bool = False) -> Path:
-    """Path of the cached ONNX graph ``<name>-<sha256(source)[:16]>.onnx``, built by ``build()`` when
+    """Path of the cached ONNX graph ``<name>-<source_key(source)>.onnx``, built by ``build()`` when
     absent (or when ``rebuild``); the bytes are checked by onnx, then written atomically."""
-    path = cache_dir() / f"{name}-{file_sha256(source)[:16]}.onnx"
+    path = cache_dir() / f"{name}-{source_key(source)}.onnx"
     if path.is_file() and not rebuild:
         return path
     data = build()
@@ -68,6 +59,20 @@ def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: b
 
     write_bytes_atomic(data, path)
     return path
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def share_threads(parts: int) -> int:
+    """Intra-op threads for each of ``parts`` sessions that run at the same time: the usable cores
+    split evenly, at least one each."""
+    return max(1, usable_cores() // max(1, int(parts)))
 
 
 def providers(device: str | None) -> list[str]:

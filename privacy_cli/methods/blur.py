@@ -56,6 +56,19 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+class _Shifted:
+    """A region seen from a crop whose top-left corner is (ox, oy): box shifted, all else (polygon,
+    kind, so the text line height) unchanged."""
+
+    def __init__(self, region: object, ox: int, oy: int) -> None:
+        self._r = region
+        x0, y0, x1, y1 = region.box  # type: ignore[attr-defined]
+        self.box = (x0 - ox, y0 - oy, x1 - ox, y1 - oy)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._r, name)
+
+
 @register_method(
     "blur", "Gaussian blur; strength scales with region size (text: with its line height) unless --radius"
 )
@@ -81,12 +94,22 @@ def blur(
     ``0.3 x`` the height of some text line (text then likely stays readable).
     """
 
+    import cv2
+
     image, mask = check_inputs(image, mask)
     if radius is not None and radius < 0:
         raise ValueError("radius must be >= 0")
     out = image.copy()
-    labels, comps = labelled_components(mask, regions)
+    # components are labelled inside the box around the mask only (faces cover a small part of a
+    # photo; labelling and compositing the whole photo cost more than the blur itself)
+    ox, oy, ow, oh = cv2.boundingRect((mask > 0).view(np.uint8))
+    if ow == 0 or oh == 0:
+        return out
+    sub = mask[oy : oy + oh, ox : ox + ow]
+    shifted = None if regions is None else [_Shifted(r, ox, oy) for r in regions]
+    labels, comps = labelled_components(sub, shifted)
     for comp in comps:
+        comp.x0, comp.x1, comp.y0, comp.y1 = comp.x0 + ox, comp.x1 + ox, comp.y0 + oy, comp.y1 + oy
         if radius is not None:
             sigma = float(radius)
         else:
@@ -98,7 +121,11 @@ def blur(
         box = padded(comp, pad, image.shape)
         x0, y0, x1, y1 = box
         blurred = gaussian_blur(image[y0:y1, x0:x1], sigma)
-        out[y0:y1, x0:x1] = composite(out[y0:y1, x0:x1], blurred, own_mask(mask, labels, comp, box))
+        # composite over the component's own box: its mask is zero beyond it
+        cx0, cy0, cx1, cy1 = comp.x0, comp.y0, comp.x1, comp.y1
+        own = own_mask(sub, labels, comp, (cx0 - ox, cy0 - oy, cx1 - ox, cy1 - oy))
+        part = blurred[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        out[cy0:cy1, cx0:cx1] = composite(out[cy0:cy1, cx0:cx1], part, own)
     if radius is not None:
         warning = readability_warning(
             comps,
