@@ -108,6 +108,22 @@ def test_attacks_flip_what_epsilon_allows(linear_target, test_set, attack):
     assert flipped / len(x) >= allowed
 
 
+def test_min_psnr_floor_holds(linear_target, test_set):
+    """--min-psnr: the output keeps PSNR >= the floor (3 dB above what the same attack reaches
+    without it), and the L-infinity bound still holds."""
+    from privacy_cli.methods.perturb import perturb, psnr
+
+    x, _, eps, _ = test_set
+    mask = np.ones((SIZE, SIZE), np.float32)
+    for img in x[:4]:
+        kw = {"targets": "test-linear", "epsilon": eps, "steps": 10, "rounds": 1}
+        free, _ = perturb(img, mask, **kw)
+        floor = psnr(img, free) + 3.0
+        out, info = perturb(img, mask, min_psnr=floor, **kw)
+        assert psnr(img, out) >= floor
+        assert np.abs(out.astype(int) - img.astype(int)).max() <= eps and info["linf"] <= eps
+
+
 def test_cli_png_respects_bound_and_require_success(linear_target, test_set, tmp_path):
     """In-process CLI run: PNG outputs within epsilon of their inputs; with --require-success an
     image whose label could not be flipped gets no output and the exit code is 1."""

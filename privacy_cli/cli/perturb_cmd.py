@@ -66,6 +66,7 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
 
     from ..attack import judge_all
     from ..io import load_image
+    from ..methods.perturb import psnr
 
     final = Path(job.output)  # type: ignore[arg-type]
     if final.exists() and not common.overwrite:
@@ -80,6 +81,7 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
         "epsilon": kw["epsilon"],
         "steps": kw["steps"],
         "rounds": kw["rounds"],
+        "min_psnr": kw["min_psnr"],
         "step_size": kw["step_size"],
         "targeted": kw["targeted"],
         "eot": kw["eot"],
@@ -110,8 +112,8 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
         res.extra["success"] = all(v["success"] for v in verdict.values())
         diff = np.abs(saved.astype(np.int16) - original.astype(np.int16))
         res.extra["linf_saved"] = int(diff.max())
-        mse = float((diff.astype(np.float64) ** 2).mean())
-        res.extra["psnr_saved"] = round(10 * np.log10(255.0**2 / mse), 2) if mse > 0 else None
+        quality = psnr(original, saved)
+        res.extra["psnr_saved"] = round(quality, 2) if np.isfinite(quality) else None
         failed = [n for n, v in verdict.items() if not v["success"]]
         if failed and kw["require_success"]:
             raise MethodError(
@@ -172,6 +174,19 @@ perturb = image_command(
                 ),
             ],
             3,
+        ),
+        _p(
+            "min_psnr",
+            Annotated[
+                float | None,
+                typer.Option(
+                    "--min-psnr",
+                    min=1.0,
+                    help="Keep PSNR >= this (dB), measured on what the saved file decodes to: PGD "
+                    "steps stay inside the matching L2 ball as well as the --epsilon bound.",
+                ),
+            ],
+            None,
         ),
         _p(
             "step_size",

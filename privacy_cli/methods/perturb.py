@@ -96,6 +96,40 @@ def _to_uint8(x0: Any, delta: Any, limit: int) -> np.ndarray:
     return (x0 + q)[0].detach().clamp(0, 255).to("cpu").permute(1, 2, 0).numpy().astype(np.uint8)
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB, 8-bit peak) between two same-shape uint8 images; inf when identical."""
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _saved(
+    x0: Any,
+    delta: Any,
+    limit: int,
+    image: np.ndarray,
+    jpeg_quality: int | None,
+    min_psnr: float | None,
+    mse_cap: float | None,
+) -> tuple[np.ndarray, np.ndarray, Any, float | None]:
+    """The candidate as it will be saved: (out uint8, what the file decodes to, delta, mse_cap).
+
+    With ``min_psnr``, the PSNR is measured on what the file decodes to (a JPEG adds its own
+    error); while it is below the floor, ``delta`` is shrunk towards 0 and ``mse_cap`` tightened
+    by the shortfall, so later steps stay inside the floor too."""
+    for attempt in range(9):
+        out = _to_uint8(x0, delta, limit)
+        seen = jpeg_roundtrip(out, jpeg_quality) if jpeg_quality is not None else out
+        if min_psnr is None or mse_cap is None:
+            break
+        short = float(min_psnr) - psnr(image, seen)
+        if short <= 0 or attempt == 8:
+            break
+        factor = 10 ** (-(short + 0.05) / 10)
+        mse_cap *= factor
+        delta = delta * factor**0.5
+    return out, seen, delta, mse_cap
+
+
 def apply_uap(
     image: np.ndarray, mask: np.ndarray, uap_path: str | Path, epsilon: float | None = None
 ) -> tuple:
@@ -145,6 +179,7 @@ def perturb(
     eot_samples: int = 4,
     jpeg_quality: int | None = None,
     rounds: int = 3,
+    min_psnr: float | None = None,
     uap: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -154,7 +189,8 @@ def perturb(
 
     targets (or target, "+"-separated, as bench's ``perturb:target=mtcnn+dlib-resnet,epsilon=8``):
     registered target names. epsilon, step_size: grey levels (0-255 scale). steps: PGD iterations per round. targeted: a
-    class (name or index) for classifier targets. jpeg_quality: the output's JPEG quality (None
+    class (name or index) for classifier targets. min_psnr: dB; PGD steps are projected so that the
+    rounded change keeps PSNR >= min_psnr (L2 ball inside the L-infinity one). jpeg_quality: the output's JPEG quality (None
     for lossless outputs): EOT approximates it and every check encodes with it. Returns
     ``(image, info)``; info records the attack, the bound, the L-infinity change, the steps run
     and each target's in-memory check (``{"success", "margin", ...}``).
@@ -207,6 +243,11 @@ def perturb(
         float(epsilon) if attack == "fgsm" else float(step_size or max(2.5 * float(epsilon) / n_steps, 0.5))
     )
     n_rounds = 1 if attack == "fgsm" else max(1, int(rounds))
+    # PSNR floor: the mean squared change (per 8-bit value, whole image) it allows, less what the
+    # rounding to whole grey levels adds (1/12 at most); every step is projected inside it
+    mse_cap = None if min_psnr is None else 255.0**2 / 10 ** (float(min_psnr) / 10) - 1.0 / 12
+    if mse_cap is not None and mse_cap <= 0:
+        raise UsageError(f"--min-psnr {min_psnr}: too high (at most ~58 dB for whole grey levels)")
 
     def objective(delta: torch.Tensor) -> torch.Tensor:
         x = (x0 + delta).clamp(0, 255)
@@ -246,13 +287,15 @@ def perturb(
                 delta = delta - step * grad.sign()
                 delta = torch.maximum(torch.minimum(delta, bound), -bound)
                 delta = (x0 + delta).clamp(0, 255) - x0
+                if mse_cap is not None:  # shrinking towards x0 keeps both bounds
+                    mse = float(delta.pow(2).mean())
+                    if mse > mse_cap:
+                        delta = delta * (mse_cap / mse) ** 0.5
             steps_run += 1
-        out = _to_uint8(x0, delta, limit)
-        seen = jpeg_roundtrip(out, jpeg_quality) if jpeg_quality is not None else out
+        out, seen, delta, mse_cap = _saved(x0, delta, limit, image, jpeg_quality, min_psnr, mse_cap)
         checks = {t.name: t.judge(seen, st) for t, st in zip(tgts, states, strict=True)}
         if all(c["success"] for c in checks.values()):
             break
-    out = _to_uint8(x0, delta, limit)
     linf = int(np.abs(out.astype(np.int16) - image.astype(np.int16)).max())
     return out, {
         "attack": attack,
