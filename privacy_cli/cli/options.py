@@ -37,7 +37,15 @@ QuietOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto: CUDA > MPS > CPU).")]
 WorkersOpt = Annotated[
-    int, typer.Option("--workers", "-j", min=1, max=256, help="Images processed in parallel.")
+    int,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=0,
+        max=256,
+        help="Images processed in parallel (local: threads; ray: actors). 0 = auto: local runs 2 at once "
+        "on 2+ cores when no torch model is loaded, else 1; ray runs 1 actor.",
+    ),
 ]
 EngineOpt = Annotated[
     str,
@@ -270,7 +278,7 @@ COMMON_PARAMS = [
     _p("keep_metadata", KeepMeta, False),
     _p("max_pixels", MaxPixels, DEFAULT_MAX_PIXELS),
     _p("device", DeviceOpt, "auto"),
-    _p("workers", WorkersOpt, 1),
+    _p("workers", WorkersOpt, 0),
     _p("engine", EngineOpt, "local"),
     _p("ray_address", RayAddressOpt, None),
     _p("batch_size", BatchSizeOpt, 8),

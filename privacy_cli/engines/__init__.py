@@ -43,7 +43,8 @@ FnFactory = Callable[[], Callable[[Job], Result]]
 
 @dataclass
 class EngineOptions:
-    """How to run a batch. ``workers``: threads (local) or actors (ray). ``batch_size``: images per
+    """How to run a batch. ``workers``: threads (local) or actors (ray); 0 = auto (local:
+    :func:`privacy_cli.cli.batch.auto_workers` once the per-image function is built; ray: 1). ``batch_size``: images per
     Ray task. ``ray_address``: None starts a local Ray cluster, ``auto`` joins a running one, or
     ``host:port`` / ``ray://host:port``. ``output``: the ``-o`` given (for the manifest's place)."""
 
@@ -59,15 +60,17 @@ class EngineOptions:
             raise UsageError(f"--engine {self.engine}: use one of {', '.join(ENGINES)}")
         if self.engine != "ray" and self.ray_address:
             raise UsageError("--ray-address needs --engine ray")
-        if self.batch_size < 1 or self.workers < 1:
-            raise UsageError("--batch-size and --workers must be at least 1")
+        if self.batch_size < 1 or self.workers < 0:
+            raise UsageError("--batch-size must be at least 1 and --workers at least 0 (0 = auto)")
+        if self.engine == "ray" and self.workers == 0:
+            self.workers = 1  # auto: one actor (more with --workers N)
 
     @classmethod
     def from_common(cls, common: Any) -> EngineOptions:
         """From an image command's CommonArgs (options it lacks take their defaults)."""
         return cls(
             engine=getattr(common, "engine", "local"),
-            workers=getattr(common, "workers", 1),
+            workers=getattr(common, "workers", 0),
             batch_size=getattr(common, "batch_size", DEFAULT_BATCH_SIZE),
             ray_address=getattr(common, "ray_address", None),
             overwrite=getattr(common, "overwrite", False),

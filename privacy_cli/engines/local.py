@@ -18,11 +18,12 @@ def run(
     jobs: Sequence[Job | Task], make_fn: FnFactory, out: Any, description: str, opts: EngineOptions
 ) -> tuple[int, list[Result]]:
     """Run every job here with :func:`privacy_cli.cli.batch.run_jobs`; jobs with URIs run staged."""
-    from ..cli.batch import run_jobs
+    from ..cli.batch import auto_workers, run_jobs
 
     fn = make_fn()
+    workers = opts.workers or auto_workers(fn)
     if all(isinstance(j, Job) for j in jobs):
-        return run_jobs(list(jobs), fn, out, description, opts.workers)  # type: ignore[arg-type]
+        return run_jobs(list(jobs), fn, out, description, workers)  # type: ignore[arg-type]
     tasks = as_tasks(jobs)
     # the runner walks Jobs; each stand-in carries its task's index, the task does the work
     stand_ins = [Job(Path(str(i)), None, Path(t.rel)) for i, t in enumerate(tasks)]
@@ -31,5 +32,5 @@ def run(
         lambda j: run_task(tasks[int(str(j.input))], fn, opts.overwrite),
         out,
         description,
-        opts.workers,
+        workers,
     )
