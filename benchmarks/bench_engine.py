@@ -4,8 +4,9 @@ Configurations (``--configs``, comma separated):
 
 * ``seq``: ``--engine local``, one worker, stages back to back (``PRIVPIX_PIPELINE=0``: the engine before
   pipelining);
-* ``local1``: ``--engine local``, one worker, decode / inference / encode pipelined (the default);
-* ``local2``: ``--engine local --workers 2`` (two images at once in threads);
+* ``local1``: ``--engine local --workers 1``, decode / inference / encode pipelined;
+* ``local2``: ``--engine local --workers 2`` (two images inferred at once in threads, decode and encode
+  pipelined around them: what the default ``--workers`` auto picks for blur on 2+ cores);
 * ``ray1`` / ``ray2``: ``--engine ray --workers 1|2`` (decode and encode in Ray Data CPU tasks, detection
   and the method in the model actors: the default);
 * ``ray1-actor`` / ``ray2-actor``: the same with ``PRIVPIX_RAY_STAGES=0``: each actor decodes, infers and
@@ -50,9 +51,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared" / "datasets" / "faces-id"
 CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    "seq": ("local, 1 worker, not pipelined", [], {"PRIVPIX_PIPELINE": "0"}),
-    "local1": ("local, 1 worker, pipelined", [], {}),
-    "local2": ("local, 2 workers", ["--workers", "2"], {}),
+    "seq": ("local, 1 worker, not pipelined", ["--workers", "1"], {"PRIVPIX_PIPELINE": "0"}),
+    "local1": ("local, 1 worker, pipelined", ["--workers", "1"], {}),
+    "local2": ("local, 2 workers, pipelined", ["--workers", "2"], {}),
     "ray1": ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], {}),
     "ray2": ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], {}),
     "ray1-actor": (
