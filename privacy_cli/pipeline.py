@@ -295,6 +295,11 @@ class Computed:
         return replace(self, loaded=first, outs=outs)
 
 
+def output_exists(input_path: str, output_path: str) -> Result:
+    """The ``skipped`` Result of an image whose output already exists (without ``--overwrite``)."""
+    return Result(input_path, output_path, "skipped", extra={"reason": "output exists (use --overwrite)"})
+
+
 def compute_file(
     input_path: Path,
     output_path: Path,
@@ -314,9 +319,7 @@ def compute_file(
     engine's decode stage), else it is decoded here. Raises a PrivpixError on failure."""
     t0 = time.perf_counter()
     if output_path.exists() and not overwrite:
-        return Result(
-            str(input_path), str(output_path), "skipped", extra={"reason": "output exists (use --overwrite)"}
-        )
+        return output_exists(str(input_path), str(output_path))
     if loaded is None:
         loaded = load_image(input_path, max_pixels=max_pixels)
     frames = [loaded, *loaded.frames]  # every frame of an animation / page of a TIFF

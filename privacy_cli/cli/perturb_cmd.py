@@ -13,7 +13,7 @@ import typer
 
 from ..errors import MethodError, UsageError
 from ..io import Job
-from ..pipeline import Result, process_file
+from ..pipeline import Result, output_exists, process_file
 from .options import WEIGHTS_PARAMS, CommonArgs, _p, image_command, split_list
 from .output import Output
 
@@ -70,9 +70,7 @@ def perturb_file(job: Job, common: CommonArgs, names: list[str], kw: dict[str, A
 
     final = Path(job.output)  # type: ignore[arg-type]
     if final.exists() and not common.overwrite:
-        return Result(
-            str(job.input), str(final), "skipped", extra={"reason": "output exists (use --overwrite)"}
-        )
+        return output_exists(str(job.input), str(final))
     tmp = final.with_name(f".{final.stem}.privpix-perturb{final.suffix}")
     lossy = final.suffix.lower() in LOSSY
     opts = {

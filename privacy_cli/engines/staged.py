@@ -27,7 +27,6 @@ mapped back to the URIs. Ray is not imported here.
 from __future__ import annotations
 
 import pickle
-import posixpath
 import shutil
 import tempfile
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 from ..io import Job
 from ..pipeline import Computed, Result
-from .tasks import Task, exists, is_remote, read_bytes, worker_name, write_bytes
+from .tasks import Task, failed, fetch_input, remote_output_exists, stand_ins, worker_name, write_bytes
 
 #: per process, the per-image function of each run (built once per process by :func:`stages_for`)
 _FNS: dict[str, Callable[[Job], Result]] = {}
@@ -123,26 +122,17 @@ def decode_items(stages: Any, tasks: Sequence[Task], overwrite: bool) -> list[It
             it.value = run_one(it.job(), lambda _j: None)  # the planning error / skip Result
         elif not t.staged:
             it.value = run_one(it.job(), stages.decode)
-        elif t.output is not None and not overwrite and exists(t.output):
-            it.value = Result(
-                t.input, t.output, "skipped", extra={"reason": "output exists (use --overwrite)"}
-            )
+        elif (skipped := remote_output_exists(t, overwrite)) is not None:
+            it.value = skipped
         else:
             d = tempfile.mkdtemp(prefix="privpix-stage-")
             try:
-                name = posixpath.basename(t.input) if is_remote(t.input) else Path(t.input).name
-                src = Path(d, "in", name)
-                out_name = posixpath.basename(t.output) if t.output else name
-                it.job_output = str(Path(d, "out", out_name)) if t.output else None
-                if is_remote(t.input):
-                    src.parent.mkdir()
-                    src.write_bytes(read_bytes(t.input))
-                    it.job_input = str(src)
+                src, dst = stand_ins(t, d)
+                it.job_output = None if dst is None else str(dst)
+                it.job_input = str(fetch_input(t, src))
                 it.value = run_one(it.job(), stages.decode)
-            except PrivpixError as e:
-                it.value = Result(t.input, None, "error", error=str(e))
-            except OSError as e:
-                it.value = Result(t.input, None, "error", error=f"{t.input}: {e.strerror or e}")
+            except (PrivpixError, OSError) as e:
+                it.value = failed(t, e)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
         if isinstance(it.value, Result):
@@ -196,10 +186,8 @@ def encode_items(stages: Any, items: Sequence[Item]) -> list[dict[str, Any]]:
                     r = run_one(it.job(), lambda _j, c=c: stages.encode(c))  # type: ignore[misc]
                     if r.status == "ok" and t.output is not None:
                         write_bytes(local.read_bytes(), t.output)
-                except PrivpixError as e:
-                    r = Result(t.input, None, "error", error=str(e))
-                except OSError as e:
-                    r = Result(t.input, None, "error", error=f"{t.input}: {e.strerror or e}")
+                except (PrivpixError, OSError) as e:
+                    r = failed(t, e)
                 finally:
                     shutil.rmtree(d, ignore_errors=True)
             it.value = _map_back(r, it, str(local) if t.staged else None)

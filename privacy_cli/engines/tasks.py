@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import InputError, UsageError
 from ..io import Found, Job, expand_inputs, is_image_path, plan_outputs, write_bytes_atomic
-from ..pipeline import Result
+from ..pipeline import Result, output_exists
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(/?)")
 
@@ -236,30 +236,57 @@ def write_bytes(data: bytes, location: str) -> None:
         raise InputError(f"{location}: cannot write output ({e.strerror or e})") from None
 
 
+def remote_output_exists(task: Task, overwrite: bool) -> Result | None:
+    """The ``skipped`` Result when a staged task's output already exists (and not ``overwrite``)."""
+    if task.output is not None and not overwrite and exists(task.output):
+        return output_exists(task.input, task.output)
+    return None
+
+
+def stand_ins(task: Task, folder: str) -> tuple[Path, Path | None]:
+    """Local stand-in paths of a staged task inside the temporary ``folder``: ``(folder/in/<input's
+    name>, folder/out/<output's name>)`` (names kept, so lookups by name behave as locally; no
+    output path for a task without output)."""
+    name = posixpath.basename(task.input) if is_remote(task.input) else Path(task.input).name
+    out_name = posixpath.basename(task.output) if task.output else name
+    return Path(folder, "in", name), Path(folder, "out", out_name) if task.output else None
+
+
+def fetch_input(task: Task, src: Path) -> Path:
+    """The local file the per-image function reads: a remote input downloaded to ``src``, a local
+    one as is."""
+    if not is_remote(task.input):
+        return Path(task.input)
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(read_bytes(task.input))
+    return src
+
+
+def failed(task: Task, e: Exception) -> Result:
+    """The error Result of a staged task whose fetch, step or upload raised ``e`` (a PrivpixError
+    keeps its own one-line message; an OSError is named with the task's input)."""
+    from ..errors import PrivpixError
+
+    msg = str(e) if isinstance(e, PrivpixError) else f"{task.input}: {getattr(e, 'strerror', None) or e}"
+    return Result(task.input, None, "error", error=msg)
+
+
 def _staged(task: Task, fn: Callable[[Job], Result], overwrite: bool, run_one: Callable) -> Result:
     from ..errors import PrivpixError
 
     t0 = time.perf_counter()
-    if task.output is not None and not overwrite and exists(task.output):
-        return Result(task.input, task.output, "skipped", extra={"reason": "output exists (use --overwrite)"})
+    skipped = remote_output_exists(task, overwrite)
+    if skipped is not None:
+        return skipped
     with tempfile.TemporaryDirectory(prefix="privpix-stage-") as d:
-        name = posixpath.basename(task.input) if is_remote(task.input) else Path(task.input).name
-        src = Path(d, "in", name)
-        out_name = posixpath.basename(task.output) if task.output else name
-        dst = Path(d, "out", out_name) if task.output else None
+        src, dst = stand_ins(task, d)
         try:
-            if is_remote(task.input):
-                src.parent.mkdir()
-                src.write_bytes(read_bytes(task.input))
-            else:
-                src = Path(task.input)
+            src = fetch_input(task, src)
             r = run_one(Job(src, dst, Path(task.rel)), fn)
             if r.status == "ok" and dst is not None and task.output is not None:
                 write_bytes(dst.read_bytes(), task.output)
-        except PrivpixError as e:
-            r = Result(task.input, None, "error", error=str(e))
-        except OSError as e:
-            r = Result(task.input, None, "error", error=f"{task.input}: {e.strerror or e}")
+        except (PrivpixError, OSError) as e:
+            r = failed(task, e)
 
     def back(s: str | None) -> str | None:
         if s is None:
