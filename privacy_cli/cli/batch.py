@@ -102,7 +102,7 @@ def iter_pipelined(jobs: Sequence[Job], stages: Stages, workers: int = 1) -> Ite
     error Results (:func:`run_one`); an image whose decode or compute failed is never encoded."""
     todo = iter(jobs)
     window = max(1, workers) + 2 * AHEAD
-    flight: deque[Future] = deque()
+    flight: deque[tuple[Future, Future, Future]] = deque()  # (decode, compute, encode) per image
 
     def chain(job: Job, decoded: Future) -> Any:
         d = decoded.result()
@@ -127,13 +127,14 @@ def iter_pipelined(jobs: Sequence[Job], stages: Stages, workers: int = 1) -> Ite
                         break
                     decoded = dec.submit(run_one, job, stages.decode)
                     computed = comp.submit(chain, job, decoded)
-                    flight.append(enc.submit(finish, job, computed))
+                    flight.append((decoded, computed, enc.submit(finish, job, computed)))
                 if not flight:
                     return
-                yield flight.popleft().result()
+                yield flight.popleft()[2].result()
         finally:  # an interrupt: drop what has not started (a running write still completes atomically)
-            for f in flight:
-                f.cancel()
+            for futures in flight:
+                for f in futures:
+                    f.cancel()
 
 
 def auto_workers(fn: Callable[[Job], Result]) -> int:
