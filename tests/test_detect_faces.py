@@ -238,6 +238,21 @@ def test_cuda_request_without_gpu_is_a_usage_error():
         get_detector("faces-centerface", device="cuda")
 
 
+def test_gpu_commands_keep_the_detectors_where_onnxruntime_can_run():
+    """A command whose torch models run on CUDA hands the ONNX detectors a device onnxruntime has: with
+    the plain onnxruntime wheel that is the CPU (seen on an H200 machine: `perturb --target mtcnn`
+    failed there before), with onnxruntime-gpu the GPU."""
+    import onnxruntime
+
+    from privacy_cli.detect.ort import detector_device
+
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert detector_device("cuda:0") == ("cuda:0" if has_cuda else "cpu")
+    assert detector_device("cuda") == ("cuda" if has_cuda else "cpu")
+    assert detector_device("cpu") == "cpu" and detector_device("auto") == "auto"
+    get_detector("faces-mtcnn", device=detector_device("cuda:0"))  # builds where the provider exists
+
+
 def test_bad_image_is_an_input_error(mtcnn):
     with pytest.raises(InputError):
         mtcnn.detect(np.zeros((10, 10), np.uint8))

@@ -66,11 +66,13 @@ class MtcnnTarget:
 
     def __init__(self, device: Any = "cpu", threshold: float | None = None, margin: float = 1.5) -> None:
         from ..detect.faces import DEFAULT_THRESHOLD, MTCNNFaceDetector
+        from ..detect.ort import detector_device
         from .mtcnn import DiffMTCNN
 
         self.device = torch.device(device)
         self.threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
-        self.detector = MTCNNFaceDetector(threshold=self.threshold, device=str(self.device))
+        # the judge: the ONNX detector, on the GPU only where onnxruntime has a CUDA provider
+        self.detector = MTCNNFaceDetector(threshold=self.threshold, device=detector_device(str(self.device)))
         self.diff = DiffMTCNN(self.threshold, margin, device=self.device)
 
     def setup(self, image: np.ndarray) -> MtcnnState:

@@ -328,6 +328,11 @@ def image_command(
 
         # "auto"/"cpu" are resolved where a model loads (no torch import for mask-only jobs)
         device = kwargs["device"] if kwargs["device"] in ("auto", "cpu") else resolve_device(kwargs["device"])
+        detect_device = device
+        if device.startswith("cuda"):
+            from ..detect.ort import detector_device
+
+            detect_device = detector_device(device)  # plain onnxruntime: detectors on CPU, models on GPU
         spec = region_spec(
             kwargs["mask"],
             kwargs["mask_dir"],
@@ -341,7 +346,7 @@ def image_command(
             kwargs["dilate"],
             kwargs["box_scale"],
             kwargs["feather"],
-            device,
+            detect_device,
             kwargs["allow_empty"],
             whole_image,
         )

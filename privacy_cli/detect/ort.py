@@ -97,6 +97,22 @@ def providers(device: str | None) -> list[str]:
     raise UsageError(f"bad device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
+def detector_device(device: str | None) -> str:
+    """The device the ONNX detectors get when a command's models run on ``device``.
+
+    ``device`` as resolved for torch (``"auto"``, ``"cpu"``, ``"cuda:0"``, ``"mps"``). A GPU request
+    keeps the detectors on the GPU only where onnxruntime has a CUDA provider (the
+    ``onnxruntime-gpu`` build); with the plain ``onnxruntime`` wheel (privpix's dependency) they run
+    on the CPU while the torch models use the GPU, instead of failing the request.
+    """
+    import onnxruntime as ort
+
+    spec = str(device or "auto").strip().lower()
+    if spec in ("cuda", "gpu") or spec.startswith("cuda:"):
+        return spec if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    return spec
+
+
 def session(model: Path | bytes, device: str | None = "auto", threads: int = 0) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``model`` (a path or serialized bytes).
 
