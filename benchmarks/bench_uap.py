@@ -47,7 +47,9 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=61)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--xi", type=float, default=10.0)
-    ap.add_argument("--random-weights", action="store_true", help="time on a random ResNet-50 in the CSAIL layout")
+    ap.add_argument(
+        "--random-weights", action="store_true", help="time on a random ResNet-50 in the CSAIL layout"
+    )
     args = ap.parse_args()
 
     paths = sorted(args.folder.glob("*.jpg"))[: args.images]

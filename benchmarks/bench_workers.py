@@ -42,7 +42,14 @@ def run(folder: Path, out: Path, workers: int, detect: str) -> dict[str, float]:
     cmd = [sys.executable, "-c", CLI, "blur", str(folder), "-o", str(out), "--detect", detect,
            "--quiet", "--workers", str(workers)]  # fmt: skip
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))), capture_output=True, text=True)
+    p = subprocess.run(
+        cmd,
+        env=dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        ),
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode not in (0, 1):
