@@ -103,7 +103,7 @@ def fooling_rate(logits_fn: Callable[[Any], Any], images: Any, v: Any, labels: A
     changed = 0
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            pred = logits_fn((images[i : i + batch] + v).clamp(0, 255)).argmax(1)
+            pred = logits_fn((images[i : i + batch].to(v.device) + v).clamp(0, 255)).argmax(1)
             changed += int((pred.cpu() != labels[i : i + batch]).sum())
     return changed / max(1, len(images))
 
