@@ -290,3 +290,20 @@ def test_big_lama_crops_of_equal_size_in_one_forward(wenv, monkeypatch: pytest.M
         assert np.abs(a.astype(int) - g.astype(int)).max() <= 1
         assert np.array_equal(g[mask == 0], p[mask == 0])
     erase_mod.clear_cache()
+
+
+def test_local_engine_groups_images_only_for_torch_methods_where_forwards_group(monkeypatch) -> None:  # noqa: ANN001
+    from test_engine_staged import _common
+
+    from privacy_cli.cli.image_cmds import method_fn
+    from privacy_cli.engines.local import cuda_present, local_batch
+
+    common = _common(["x.png"], "out", detect=(), whole=True)
+    blur = method_fn("blur", common, {"radius": None})
+    stylize = method_fn("stylize", common, {"style": "paprika"})
+    monkeypatch.setenv("PRIVPIX_CROSS_BATCH", "1")
+    assert (local_batch(blur, 8), local_batch(stylize, 8), local_batch(stylize, 1)) == (1, 8, 1)
+    monkeypatch.setenv("PRIVPIX_CROSS_BATCH", "0")
+    assert local_batch(stylize, 8) == 1
+    monkeypatch.delenv("PRIVPIX_CROSS_BATCH")
+    assert local_batch(stylize, 8) == (8 if cuda_present() else 1) == (8 if torch.cuda.is_available() else 1)
