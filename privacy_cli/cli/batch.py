@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from rich.markup import escape
@@ -51,6 +52,32 @@ class Stages:
     decode: Callable[[Job], Any]
     compute: Callable[[Job, Any], Any]
     encode: Callable[[Any], Result]
+    #: the method's model work may be batched across images (:meth:`compute_many`): torch methods
+    batched: bool = False
+
+    def compute_many(self, jobs: Sequence[Job], decoded: Sequence[Any]) -> list[Any]:
+        """``compute`` of several images, each image's value as :func:`run_one` gives it (a failure
+        is that image's error Result; the others are unaffected). An entry of ``decoded`` that is
+        already a Result (a decode failure, a skip) is returned as it is. When ``batched``, the
+        images are computed together (:func:`privacy_cli.engines.batching.run_together`): detection
+        and pasting per image, the networks' forward passes of all images at once (on CUDA); else
+        one after another. Same values as calling ``compute`` image by image (byte-identical on CPU)."""
+        todo = [i for i, d in enumerate(decoded) if not isinstance(d, Result)]
+        out = list(decoded)
+
+        def one(i: int) -> Any:
+            return run_one(jobs[i], lambda j, d=decoded[i]: self.compute(j, d))  # type: ignore[misc]
+
+        if self.batched and len(todo) > 1:
+            from ..engines.batching import run_together
+
+            values = run_together([lambda i=i: one(i) for i in todo])
+            for i, v in zip(todo, values, strict=True):
+                out[i] = _as_result(jobs[i], v) if isinstance(v, BaseException) else v
+        else:
+            for i in todo:
+                out[i] = one(i)
+        return out
 
 
 def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
@@ -75,6 +102,13 @@ def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
         return Result(
             str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
         )
+
+
+def _as_result(job: Job, e: BaseException) -> Result:
+    """An exception that escaped :func:`run_one` (only a BaseException can) as the image's error."""
+    return Result(
+        str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
+    )
 
 
 def report_result(out: Output, r: Result) -> None:
@@ -137,6 +171,49 @@ def iter_pipelined(jobs: Sequence[Job], stages: Stages, workers: int = 1) -> Ite
                     f.cancel()
 
 
+def iter_batched(jobs: Sequence[Job], stages: Stages, batch: int, workers: int = 1) -> Iterator[Result]:
+    """Results of ``jobs`` in order, computed in groups of ``batch`` images with
+    :meth:`Stages.compute_many` (their model work batched across the images): the images of the
+    next groups decode in a thread and finished images encode in another while a group computes
+    (``workers`` groups at once). At most ``workers + 1`` groups are in flight (bounded memory:
+    about ``(workers + 1) * batch`` decoded images). Failures are per image (:func:`run_one`)."""
+    todo = iter(jobs)
+    window = max(1, workers) + 1
+    flight: deque[tuple[list[Future], Future, list[Future]]] = deque()  # (decodes, compute, encodes)
+
+    def chain(group: list[Job], decoded: list[Future]) -> list[Any]:
+        return stages.compute_many(group, [f.result() for f in decoded])
+
+    def finish(job: Job, computed: Future, i: int) -> Result:
+        c = computed.result()[i]
+        return c if isinstance(c, Result) else run_one(job, lambda _j, c=c: stages.encode(c))
+
+    with (
+        ThreadPoolExecutor(1, "privpix-decode") as dec,
+        ThreadPoolExecutor(max(1, workers), "privpix-compute") as comp,
+        ThreadPoolExecutor(1, "privpix-encode") as enc,
+    ):
+        try:
+            while True:
+                while len(flight) < window:
+                    group = list(islice(todo, batch))
+                    if not group:
+                        break
+                    decoded = [dec.submit(run_one, j, stages.decode) for j in group]
+                    computed = comp.submit(chain, group, decoded)
+                    encodes = [enc.submit(finish, j, computed, i) for i, j in enumerate(group)]
+                    flight.append((decoded, computed, encodes))
+                if not flight:
+                    return
+                for f in flight[0][2]:
+                    yield f.result()
+                flight.popleft()
+        finally:  # an interrupt: drop what has not started (a running write still completes atomically)
+            for decoded, computed, encodes in flight:
+                for f in (*decoded, computed, *encodes):
+                    f.cancel()
+
+
 def auto_workers(fn: Callable[[Job], Result]) -> int:
     """Images inferred at once when ``--workers`` is 0 (auto): 2 on a machine with 2 or more cores for a
     per-image function marked ``torch_free`` (blur, pixelate and mask without a learned model: their
@@ -155,11 +232,14 @@ def run_jobs(
     out: Output,
     description: str,
     workers: int = 1,
+    batch: int = 1,
 ) -> tuple[int, list[Result]]:
     """Run ``fn`` on every job (``workers`` threads), print records, return (exit code, results).
 
     With a function that has :class:`Stages`, the images run pipelined (:func:`iter_pipelined`, results
-    in input order). Exit code 0 when every job succeeded or was skipped, 1 when any failed.
+    in input order); with ``batch`` > 1 and batched stages, in groups of ``batch`` images whose model
+    work is batched across them (:func:`iter_batched`). Exit code 0 when every job succeeded or was
+    skipped, 1 when any failed.
     """
     results: list[Result] = []
     stages: Stages | None = getattr(fn, "stages", None) if PIPELINE else None
@@ -180,7 +260,13 @@ def run_jobs(
     try:
         with out.progress(len(jobs), description) as bar:
             if stages is not None and len(jobs) > 1:
-                for r in iter_pipelined(jobs, stages, workers):
+                batched = batch > 1 and stages.batched
+                it = (
+                    iter_batched(jobs, stages, batch, workers)
+                    if batched
+                    else iter_pipelined(jobs, stages, workers)
+                )
+                for r in it:
                     report(r)
                     if bar:
                         bar.advance()

@@ -65,7 +65,9 @@ def method_fn(
         c = compute(job, None)
         return c if isinstance(c, Result) else write_computed(c)
 
-    one.stages = Stages(decode, compute, write_computed)  # type: ignore[attr-defined]
+    # torch methods: their networks' forward passes may be batched across images (Stages.compute_many)
+    batched = method in ("erase", "stylize", "deidentify")
+    one.stages = Stages(decode, compute, write_computed, batched)  # type: ignore[attr-defined]
     # classical methods run no torch model: two images at once fill the cores (batch.auto_workers)
     one.torch_free = method in ("blur", "pixelate", "mask") and not method_kwargs.get("learned")  # type: ignore[attr-defined]
     return one

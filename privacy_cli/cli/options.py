@@ -63,7 +63,14 @@ RayAddressOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[
-    int, typer.Option("--batch-size", min=1, max=100000, help="Images per Ray task (--engine ray).")
+    int,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=100000,
+        help="Images per Ray task (--engine ray); with a CUDA GPU also the images whose model forward "
+        "passes are batched together (erase, stylize, deidentify; both engines).",
+    ),
 ]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")]
 KeepMeta = Annotated[

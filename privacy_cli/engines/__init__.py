@@ -13,7 +13,9 @@ per-image function (``make_fn() -> one(job) -> Result``) and returns ``(exit cod
 A per-image function may offer :class:`privacy_cli.cli.batch.Stages` (``fn.stages``: decode, compute,
 encode). The local engine then pipelines a worker's images (decode ahead and encode behind in threads,
 bounded queues); the Ray engine runs decode and encode as Ray Data CPU tasks around the model actors
-(:mod:`privacy_cli.engines.staged`). Same bytes out either way. Every image command runs through :func:`run_jobs`: blur,
+(:mod:`privacy_cli.engines.staged`). Same bytes out either way. The neural methods' networks run
+batched across the images of a batch (``--batch-size`` images per Ray call, and per group in the local
+engine when a CUDA GPU is present; :mod:`privacy_cli.engines.batching`). Every image command runs through :func:`run_jobs`: blur,
 pixelate, mask, erase, stylize, deidentify (whose k-Same donor pool, built by the driver over the whole
 run, travels inside the factory), perturb and detect (no output image, so no manifest).
 
@@ -45,7 +47,7 @@ FnFactory = Callable[[], Callable[[Job], Result]]
 class EngineOptions:
     """How to run a batch. ``workers``: threads (local) or actors (ray); 0 = auto (local:
     :func:`privacy_cli.cli.batch.auto_workers` once the per-image function is built; ray: 1). ``batch_size``: images per
-    Ray task. ``ray_address``: None starts a local Ray cluster, ``auto`` joins a running one, or
+    Ray task, and images whose forward passes are batched together (:func:`privacy_cli.engines.local.local_batch`). ``ray_address``: None starts a local Ray cluster, ``auto`` joins a running one, or
     ``host:port`` / ``ray://host:port``. ``output``: the ``-o`` given (for the manifest's place)."""
 
     engine: str = "local"

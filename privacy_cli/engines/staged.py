@@ -144,21 +144,23 @@ def decode_items(stages: Any, tasks: Sequence[Task], overwrite: bool) -> list[It
 
 
 def compute_items(stages: Any, items: Sequence[Item]) -> list[Item]:
-    """The model stage: detection and the method on every decoded image of the batch, one after
-    another (no detector or method here takes a batch of whole images; see docs/scale.md). A Computed
-    leaves without the input's pixels (encoding does not read them); a failure is an error Result."""
-    from ..cli.batch import run_one
-
-    seconds = []
-    for it in items:
-        t0 = time.perf_counter()
-        if not isinstance(it.value, Result):
-            decoded, it.value = it.value, None
-            c = run_one(it.job(), lambda j, d=decoded: stages.compute(j, d))  # type: ignore[misc]
-            del decoded
-            it.value = c.without_input_pixels() if isinstance(c, Computed) else _map_back(c, it)
-        seconds.append(time.perf_counter() - t0)
-    _mark(items, "compute", seconds)
+    """The model stage: detection and the method on every decoded image of the Ray batch, through
+    ``stages.compute_many`` (:meth:`privacy_cli.cli.batch.Stages.compute_many`): for torch methods
+    the images are computed together and their networks' forward passes batched across the images
+    (on CUDA; on CPU one image after another, so the bytes are the local engine's). Each image's
+    compute seconds are the batch's wall time shared equally. A Computed leaves without the input's
+    pixels (encoding does not read them); a failure is that image's error Result only."""
+    todo = [it for it in items if not isinstance(it.value, Result)]
+    t0 = time.perf_counter()
+    values = stages.compute_many([it.job() for it in todo], [it.value for it in todo])
+    for it in todo:
+        it.value = None  # the decoded pixels: dropped as soon as the batch is computed
+    for it, c in zip(todo, values, strict=True):
+        it.value = c.without_input_pixels() if isinstance(c, Computed) else _map_back(c, it)
+    del values
+    share = (time.perf_counter() - t0) / max(1, len(todo))
+    computed = {id(it) for it in todo}
+    _mark(items, "compute", [share if id(it) in computed else 0.0 for it in items])
     return list(items)
 
 

@@ -714,10 +714,24 @@ def _private_encoder(
     trained = model.opts.get("target_id")
     if trained is not None and abs(float(trained) - beta) > 1e-6:
         raise WeightsError(f"{path}: trained for beta {float(trained):g}, not {beta:g}")
-    x = _to_tensor(faces, device)
-    with torch.no_grad():
-        y = model(x, resize=True)
+    from ..engines.batching import autocast, finite_or_float32, forward, half_dtype
+
+    def fp32(x: Any) -> Any:
+        with torch.no_grad():
+            return model(x, resize=True)
+
+    def reduced(x: Any) -> Any:
+        with torch.no_grad(), autocast(device):
+            return model(x, resize=True).float()
+
+    def fn(x: Any) -> Any:
+        return finite_or_float32(fp32, reduced, x, device=device)
+
+    # the faces of every image computed together go through the network at once (on CUDA)
+    y = forward(("private-encoder", id(model)), fn, _to_tensor(faces, device))
     extra: dict[str, Any] = {"checkpoint": path.name}
+    if (half := half_dtype(device)) is not None:
+        extra["precision"] = str(half).removeprefix("torch.")
     return [(c, dict(extra)) for c in _to_crops(y, faces)]
 
 

@@ -65,21 +65,33 @@ def _classical(flag_name: str) -> Inpainter:
     return Inpainter(flag_name, fn, 384)
 
 
-def torch_inpainter(name: str, module: Any, device: str, call: Callable[..., Any] | None = None) -> Inpainter:
-    """Wrap a torch inpainting module: ``call(module, image (1,3,h,w) [0,1], mask (1,1,h,w) {0,1})``
-    returns the composited ``(1,3,h,w)`` in [0,1] (default: ``lama_inpaint``). Runs in float32."""
+def torch_inpainter(
+    name: str, module: Any, device: str, call: Callable[..., Any] | None = None, batchable: bool = False
+) -> Inpainter:
+    """Wrap a torch inpainting module: ``call(module, image (B,3,h,w) [0,1], mask (B,1,h,w) {0,1})``
+    returns the composited ``(B,3,h,w)`` in [0,1] (default: ``lama_inpaint``). Runs in float32 (LaMa's
+    Fourier convolutions need it). ``batchable``: each sample's output depends on that sample only,
+    so crops of equal size from the images computed together run in one forward pass (on CUDA;
+    :func:`privacy_cli.engines.batching.forward`)."""
     import torch
+
+    from ..engines.batching import forward
 
     if call is None:
         from ..models.lama import lama_inpaint
 
         call = lama_inpaint
 
+    def run(img: Any, m: Any) -> Any:
+        with torch.inference_mode():
+            return call(module, img, m)
+
+    key = (name, id(module)) if batchable else None
+
     def fn(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
         img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
         m = torch.from_numpy(hole.astype(np.float32))[None, None].to(device)
-        with torch.inference_mode():
-            out = call(module, img, m)
+        out = forward(key, run, img, m)
         arr = out[0].permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().cpu().numpy()
         return arr
 
@@ -159,7 +171,9 @@ def _load(model: str, device: str) -> Inpainter:
     elif model == "big-lama":
         from ..models import build_model
 
-        inp = torch_inpainter("big-lama", build_model("big-lama", pretrained=True, device=device), device)
+        inp = torch_inpainter(
+            "big-lama", build_model("big-lama", pretrained=True, device=device), device, batchable=True
+        )
     elif model == "eraser":
         inp = _load_eraser(device)
     elif model == "migan":

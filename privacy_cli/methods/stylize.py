@@ -17,7 +17,8 @@ guided filter of He & Sun 2015, guide = the photo's luminance) that brings the p
 back; docs/methods.md compares the two (bilinear keeps the style's strokes crisp, guided softens
 them). The GANs run over the working image
 in overlapping tiles (``tile`` pixels, ``overlap``) blended with raised-cosine weights, batched on
-GPU, so their memory is bounded by the tile whatever the photo's size. ``strength`` blends with the
+GPU (also across the images of a batch, :mod:`privacy_cli.engines.batching`; in half precision where
+the generator allows it), so their memory is bounded by the tile whatever the photo's size. ``strength`` blends with the
 input: 0 returns the input pixels, 1 the full style.
 """
 
@@ -174,15 +175,21 @@ def tiled_apply(
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 1,
     device: Any = "cpu",
+    key: Any = None,
 ) -> np.ndarray:
     """Run ``fn`` ((B,3,t,t) float RGB [0,1] tensor -> same) over ``image`` (H,W,3) uint8 in tiles.
 
     Tiles of ``tile`` x ``tile`` pixels (smaller images: one tile) overlap by at least ``overlap``
     pixels; each tile's output is weighted by a separable raised-cosine ramp over the overlaps
     (1 inside, at the image border no ramp) and the weighted sum is normalised, so tile borders
-    leave no seam. ``batch_size`` tiles run per call on ``device``. Returns (H,W,3) uint8.
+    leave no seam. ``batch_size`` tiles run per call on ``device``. ``key`` (the network's identity):
+    when images are computed together (:func:`privacy_cli.engines.batching.run_together`), each call's
+    tiles join those of the other images of the batch of equal tile shape in one forward pass (on
+    CUDA); None: never. Returns (H,W,3) uint8.
     """
     import torch
+
+    from ..engines.batching import forward
 
     h, w = image.shape[:2]
     th, tw = min(tile, h), min(tile, w)
@@ -204,7 +211,7 @@ def tiled_apply(
         chunk = boxes[start : start + batch_size]
         crops = np.stack([image[y : y + th, x : x + tw] for y, x in chunk])
         x_in = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0).to(device)
-        out = fn(x_in).detach().float().clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        out = forward(key, fn, x_in).detach().float().clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         for (y, x), o in zip(chunk, out, strict=True):
             wt = weight(y, x)[..., None]
             acc[y : y + th, x : x + tw] += o * 255.0 * wt
@@ -317,21 +324,46 @@ def gan_stylize(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 1,
+    half: bool = True,
 ) -> np.ndarray:
     """Run a stylisation generator (runner of :func:`gan_runner`) over ``image`` (H,W,3) uint8 in tiles.
 
     The generator's published conventions (RGB/BGR order, [-1,1] range, size padding) are applied
-    per tile by :func:`privacy_cli.models.stylization.stylize_tensor`. Returns (H,W,3) uint8.
+    per tile by :func:`privacy_cli.models.stylization.stylize_tensor`. Tiles of the images computed
+    together are batched across them (:func:`tiled_apply`). ``half``: on CUDA, run under autocast in
+    half precision when the generator allows it (:func:`half_allowed`; a non-finite result is
+    recomputed in float32); CPU is always float32. Returns (H,W,3) uint8.
     """
     import torch
 
+    from ..engines.batching import autocast, finite_or_float32
     from ..models.stylization import stylize_tensor
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
+    dev = str(runner.device)
+    use_half = half and half_allowed(runner.model)
+
+    def fp32(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return stylize_tensor(runner.model, x)
 
-    return tiled_apply(fn, image, tile, overlap, batch_size, runner.device)
+    def reduced(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(dev):
+            return stylize_tensor(runner.model, x).float()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return finite_or_float32(fp32, reduced, x, device=dev) if use_half else fp32(x)
+
+    key = ("stylize", id(runner.model), use_half)
+    return tiled_apply(fn, image, tile, overlap, batch_size, runner.device, key=key)
+
+
+def half_allowed(model: Any) -> bool:
+    """Whether a stylisation generator may run in half precision: CycleGAN (InstanceNorm, which
+    autocast computes in float32) and AnimeGANv2 (GroupNorm, float32 under autocast) may; CartoonGAN
+    may not (its instance norm divides by ``sqrt(var + 1e-9)``, and 1e-9 is zero in float16)."""
+    from ..models.stylization import CartoonGANGenerator
+
+    return not isinstance(model, CartoonGANGenerator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +420,10 @@ def render(
             runner, small, tile or DEFAULT_TILE, DEFAULT_OVERLAP if overlap is None else overlap, bs
         )
         info.update(model=st.model, device=dev, model_load_seconds=round(runner.load_s, 3))
+        from ..engines.batching import half_dtype
+
+        if half_allowed(runner.model) and (half := half_dtype(dev)) is not None:
+            info["precision"] = str(half).removeprefix("torch.")
     if (sh, sw) != (h, w):
         if upsample == "guided":
             styled = guided_upsample(styled, small, image)
