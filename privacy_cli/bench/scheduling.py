@@ -265,7 +265,7 @@ class MetricScheduling:
         self, names: Sequence[str], orig: _Original, out_key: str, proc_rgb: Callable[[], np.ndarray]
     ) -> dict[str, float]:
         from .features import to_tensor
-        from .metrics import PIXEL_METRICS, content_difference_values, lpips, mae, quality_values
+        from .metrics import PIXEL_METRICS, content_difference_values, lpips, quality_values
 
         out: dict[str, float] = {}
         t = to_tensor(orig.rgb(), self.config.device)
@@ -294,12 +294,7 @@ class MetricScheduling:
                 if region and not has_region:
                     out[n] = float("nan")
                     continue
-                if n == "mae_outside":
-                    import torch
-
-                    outside = (1.0 - m) if m is not None else torch.ones_like(t[:, :1])
-                    out[n] = float(mae(p, t, outside, reduction="none")[0]) if outside.any() else float("nan")
-                elif base in ("lpips_alex", "lpips_vgg"):
+                if base in ("lpips_alex", "lpips_vgg"):
                     if min(t.shape[-2:]) < 32:
                         out[n] = float("nan")
                         continue
