@@ -36,6 +36,7 @@ from .features import (
     resnetpl_encoder,
     vgg19_perceptual,
 )
+from .specs import PIXEL_METRICS  # the names quality_values computes
 
 SSIM_SIGMA = 1.5
 SSIM_WIN = 11
@@ -343,20 +344,6 @@ def ssim(
     _check_images(preds, target, min_size=SSIM_WIN)
     m = _check_mask(mask, preds)
     return _reduce(_ssim_from_map(_ssim_map_checked(preds, target), m), reduction)
-
-
-#: names :func:`quality_values` computes
-PIXEL_METRICS = (
-    "ssim",
-    "psnr",
-    "mae",
-    "mse",
-    "ssim_region",
-    "psnr_region",
-    "mae_region",
-    "mse_region",
-    "mae_outside",
-)
 
 
 def quality_values(

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from .datasets import BenchDataset
 from .identity_scoring import IdentityScoring, _Faces
 from .originals import _load_resized, _mask_for, _Original, _regions_from_json, _scale_regions
 from .results import BenchConfig, BenchResult, MethodResult
-from .scheduling import MetricScheduling, _FidFeatures, _MethodAcc
+from .scheduling import MetricScheduling, _Ahead, _FidFeatures, _MethodAcc, can_compute_ahead
 from .specs import CONTENT, NEEDS_FACES, QUALITY, QUALITY_REGION, MethodSpec, apply_method, parse_methods
 
 ProgressFactory = Callable[[int, str], AbstractContextManager[Any]]
@@ -341,21 +343,59 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
         self, specs: Sequence[MethodSpec], originals: list[_Original] | None = None
     ) -> list[MethodResult]:
         """Apply every method to every original and score them. Each original is decoded once and
-        released after all methods have seen it, so memory does not grow with the dataset."""
+        released after all methods have seen it, so memory does not grow with the dataset. Outputs and
+        pixel metrics of the next originals are computed in worker threads (:meth:`workers`) while
+        the current one is scored; scoring and accumulation stay in input order in this thread."""
         originals = originals if originals is not None else self.originals()
         names = self.metric_names()
         accs = [_MethodAcc(s, names, self) for s in specs]
         label = specs[0].label if len(specs) == 1 else f"{len(specs)} methods"
         with self._progress(len(originals) * len(accs), label) as bar:
-            for orig in originals:
-                for acc in accs:
+            for orig, ahead in self._computed_ahead(accs, originals, self.workers(specs, originals)):
+                for acc, a in zip(accs, ahead, strict=True):
                     t0 = time.perf_counter()
-                    self._score(acc, orig)
-                    acc.res.seconds += time.perf_counter() - t0
+                    self._score(acc, orig, a)
+                    acc.res.seconds += time.perf_counter() - t0 + (a.seconds if a is not None else 0.0)
                     if bar is not None:
                         bar.advance()
                 orig.release()
         return [acc.finish() for acc in accs]
+
+    def workers(self, specs: Sequence[MethodSpec], originals: Sequence[_Original]) -> int:
+        """Originals computed ahead at once: ``config.workers`` (0 = 2 on a CPU run with 2+ cores), 1
+        when a method cannot run in a worker thread (:func:`can_compute_ahead`) for some original."""
+        n = self.config.workers or (2 if self.config.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
+        if not all(can_compute_ahead(s, o.item.processed is not None) for s in specs for o in originals):
+            return 1
+        return max(1, n)
+
+    def _computed_ahead(
+        self, accs: list[_MethodAcc], originals: list[_Original], workers: int
+    ) -> Iterator[tuple[_Original, list[_Ahead | None]]]:
+        """(original, :meth:`_compute_ahead` of it) in input order: in this thread with one worker, else
+        from ``workers`` threads with at most ``workers + 1`` originals in flight."""
+        if workers <= 1 or len(originals) < 2:
+            for orig in originals:
+                yield orig, self._compute_ahead(accs, orig)
+            return
+        todo = iter(originals)
+        flight: deque[tuple[_Original, Future[list[_Ahead | None]]]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="privpix-bench") as pool:
+            try:
+                for orig in todo:
+                    flight.append((orig, pool.submit(self._compute_ahead, accs, orig)))
+                    if len(flight) > workers:
+                        break
+                while flight:
+                    orig, fut = flight.popleft()
+                    ahead = fut.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        flight.append((nxt, pool.submit(self._compute_ahead, accs, nxt)))
+                    yield orig, ahead
+            finally:
+                for _, fut in flight:
+                    fut.cancel()
 
 
 def run_bench(
