@@ -10,14 +10,18 @@ Measures, for one method (``blur:radius=8`` by default) over faces-id (61 photos
 
 Each stage runs in a fresh runner without a disk cache except the warm re-run. Peak memory is the
 process's resident set size sampled every 20 ms with psutil. Prints a Markdown table for
-docs/performance.md. Usage::
+docs/performance.md (images per second of wall time and per CPU second, i.e. user + system time of
+every thread of the process). ``--workers`` is the runner's setting (``BenchConfig.workers``: originals
+computed at once in threads, 0 = auto); ``--stages quality`` runs only stages 1-2. Usage::
 
-    uv run python benchmarks/bench_metrics.py [--max-side 1024] [--limit 0] [--method blur:radius=8] [--threads 1]
+    uv run python benchmarks/bench_metrics.py [--max-side 1024] [--limit 0] [--method blur:radius=8]
+        [--threads 1] [--workers 0] [--stages all|quality]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -74,6 +78,26 @@ def stage(name: str, fn, n: int, rows: list) -> object:  # type: ignore[no-untyp
     return out
 
 
+def _table(args: argparse.Namespace, n: int, n_ok: int, rows: list, torch, workers: int) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    print()
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical cores, "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; torch threads {torch.get_num_threads()}, "
+        f"OpenCV threads {cv2.getNumThreads()}, bench workers {workers}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}; faces-id {n} photos ({n_ok} with a detected face), longer side <= "
+        f"{args.max_side} px, method `{args.method}`."
+    )
+    print()
+    print("| stage | images | wall s | CPU s | images/s (wall) | images per CPU-s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, k, wall, cpu, peak in rows:
+        per_cpu = f"{k / cpu:.2f}" if cpu > 0.05 else "-"
+        print(f"| {name} | {k} | {wall:.1f} | {cpu:.1f} | {k / wall:.2f} | {per_cpu} | {peak:.0f} |")
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=FACES_ID)
@@ -87,6 +111,8 @@ def main() -> int:
         help="torch intra-op threads (0 = torch's default). 1 gives per-core numbers that stay stable on a "
         "busy machine, where idle OpenMP workers spin and inflate CPU time.",
     )
+    ap.add_argument("--workers", type=int, default=0, help="BenchConfig.workers (0 = auto)")
+    ap.add_argument("--stages", choices=("all", "quality"), default="all")
     args = ap.parse_args()
     if not (args.dataset / "identities.csv").is_file():
         print(f"faces-id not found at {args.dataset}", file=sys.stderr)
@@ -109,20 +135,27 @@ def main() -> int:
     print(f"faces-id: {n} photos, max side {args.max_side} px, method {args.method}", file=sys.stderr)
 
     def runner(metrics: str, cache: Path | None = None) -> BenchRunner:
+        extra = {"workers": args.workers} if "workers" in BenchConfig.__dataclass_fields__ else {}
         cfg = BenchConfig(
-            metrics=parse_metrics(metrics), max_side=args.max_side, device="cpu", cache_dir=cache
+            metrics=parse_metrics(metrics), max_side=args.max_side, device="cpu", cache_dir=cache, **extra
         )
         return BenchRunner(ds, cfg)
 
     # warm-up: imports and model construction are not what we measure
-    warm = runner(QUALITY + "," + PRIVACY)
+    warm = runner(QUALITY + ("," + PRIVACY if args.stages == "all" else ""))
     warm.dataset = type(ds)(ds.format, ds.root, ds.items[:2])
     warm.run(spec)
 
     r = runner(QUALITY)
     originals = stage("prepare originals (decode, resize, MTCNN regions)", r.originals, n, rows)
     n_ok = len(originals)
-    stage("quality metrics (9 values per image)", lambda: r.run_methods(spec, originals), n_ok, rows)
+    workers = r.workers(spec, originals) if hasattr(r, "workers") else 1
+    qres = stage("quality metrics (9 values per image)", lambda: r.run_methods(spec, originals), n_ok, rows)
+    if args.stages == "quality":
+        _table(args, n, n_ok, rows, torch, workers)
+        vals = {k: v.value for k, v in qres[0].metrics.items() if getattr(v, "available", False)}
+        print("Values: " + ", ".join(f"{k} {v:.6f}" for k, v in vals.items()))
+        return 0
 
     r = runner(PRIVACY)
     r._originals = originals  # same prepared originals (regions), faces found again by dlib
@@ -139,20 +172,7 @@ def main() -> int:
         assert res2.cache.computed == 0, res2.cache.to_json()
 
     m = res.methods[0]
-    print()
-    print(
-        f"CPU: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical cores "
-        f"(torch threads {torch.get_num_threads()}), Python {platform.python_version()}, torch {torch.__version__}; "
-        f"faces-id {n} photos ({n_ok} with a detected face), longer side <= {args.max_side} px, "
-        f"method `{args.method}`."
-    )
-    print()
-    print("| stage | images | wall s | CPU s | images/s (wall) | images per CPU-s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for name, k, wall, cpu, peak in rows:
-        per_cpu = f"{k / cpu:.2f}" if cpu > 0.05 else "-"
-        print(f"| {name} | {k} | {wall:.1f} | {cpu:.1f} | {k / wall:.2f} | {per_cpu} | {peak:.0f} |")
-    print()
+    _table(args, n, n_ok, rows, torch, workers)
     vals = {k: v.value for k, v in m.metrics.items() if getattr(v, "available", False)}
     print(
         "Values of that run: "

@@ -533,13 +533,26 @@ def test_topk_accuracy_and_change():
 
 
 def test_quality_values_equal_the_single_metrics():
+    """The shared pass gives the single metrics' numbers bit for bit (PSNR: torchmetrics' own)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     preds, target = _pair(2, 40, 48)
     mask = _box_mask(2, 40, 48)
+    mask[1] = 1  # second image: the region covers everything, nothing is outside
     vals = M.quality_values(preds, target, mask)
     assert set(vals) == set(M.PIXEL_METRICS)
     for name, v in vals.items():
+        if name == "mae_outside":
+            want = M.mae(preds, target, 1 - mask, reduction="none")
+            assert torch.isnan(v[1]) and not torch.isnan(v[0])
+            assert torch.equal(v[:1], want[:1]), name
+            continue
         fn = {"ssim": M.ssim, "psnr": M.psnr, "mae": M.mae, "mse": M.mse}[name.removesuffix("_region")]
         want = fn(preds, target, mask if name.endswith("_region") else None, reduction="none")
-        assert torch.allclose(v, want, atol=1e-6), name
+        assert torch.equal(v, want), name
+    tm = peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    assert torch.equal(vals["psnr"], tm)
+    whole = M.quality_values(preds, target, None, names=("mae_outside", "mae"))
+    assert torch.allclose(whole["mae_outside"], whole["mae"], rtol=1e-6, atol=0)
     with pytest.raises(RegionError):
         M.quality_values(preds, target, None, names=("mae_region",))

@@ -1,8 +1,9 @@
 """Bench metrics: quality, content difference, privacy and utility, as the four papers measure them.
 
 This package docstring is the contract between the metrics library (``metrics``, ``privacy``,
-``features``) and the bench runner (``datasets``; ``specs`` what to run; ``runner`` method execution; ``cache``;
-``scheduling`` of metrics; ``identity_scoring`` and ``classifier_scoring``; ``results``; ``report``;
+``features``) and the bench runner (``datasets``; ``specs`` what to run; ``runner`` the run over the
+dataset, originals computed ahead in threads; ``outputs`` method application: output keys, donors,
+processed images; ``cache``; ``scheduling`` of metrics; ``identity_scoring`` and ``classifier_scoring``; ``results``; ``report``;
 ``calibrate``; ``paper004``: paper 004's tables next to ours).
 Importing ``privacy_cli.bench`` is cheap; torch and models load on first use of a name below.
 

@@ -71,10 +71,11 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray], device: Any = "cpu") ->
         if a.shape != arrs[0].shape:
             raise InputError(f"images in one batch must share a size: {a.shape} vs {arrs[0].shape}")
         a = np.ascontiguousarray(a) if a.flags.writeable else np.array(a)  # torch needs writable memory
-        t = torch.from_numpy(a).permute(2, 0, 1)
-        t = t.float() / 255.0 if a.dtype == np.uint8 else t.float()
+        t = torch.from_numpy(a).permute(2, 0, 1).contiguous()  # planar while 1 byte per value
+        t = t.float().div_(255.0) if a.dtype == np.uint8 else t.float()
         out.append(t)
-    return torch.stack(out).to(device)
+    # one image: a view, not the copy torch.stack makes
+    return (out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)).to(device)
 
 
 def image_key(image: torch.Tensor | np.ndarray) -> str:

@@ -36,6 +36,7 @@ from .features import (
     resnetpl_encoder,
     vgg19_perceptual,
 )
+from .specs import PIXEL_METRICS  # the names quality_values computes
 
 SSIM_SIGMA = 1.5
 SSIM_WIN = 11
@@ -184,8 +185,8 @@ def _check_images(preds: torch.Tensor, target: torch.Tensor, min_size: int = 1) 
         raise InputError(
             f"images must be at least {min_size}x{min_size} pixels, got {tuple(preds.shape[-2:])}"
         )
-    lo = float(torch.minimum(preds.min(), target.min()))
-    hi = float(torch.maximum(preds.max(), target.max()))
+    (p_lo, p_hi), (t_lo, t_hi) = torch.aminmax(preds), torch.aminmax(target)  # one pass each
+    lo, hi = min(float(p_lo), float(t_lo)), max(float(p_hi), float(t_hi))
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise InputError(f"image values must lie in [0, 1] (data range 1), got [{lo:.3g}, {hi:.3g}]")
 
@@ -245,18 +246,38 @@ def _ssim_map_opencv(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     y_all = target.detach().to(work).contiguous().numpy()
     out = np.empty_like(x_all)
 
-    def blur(z: np.ndarray) -> np.ndarray:
+    def blur(z: np.ndarray, dst: np.ndarray) -> np.ndarray:
         # BORDER_REFLECT_101 is torch's "reflect" padding
-        return cv2.sepFilter2D(z, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
+        return cv2.sepFilter2D(z, -1, g, g, dst=dst, borderType=cv2.BORDER_REFLECT_101)
 
+    # the same operations in the same order as the textbook expression
+    #   ((2 mx my + c1)(2 cov + c2)) / ((mx^2 + my^2 + c1)(vx + vy + c2)),
+    # written in place into nine buffers reused over channels and images (no temporaries)
+    mx, my, mxx, myy, mxy, t, vx, vy, cov = (np.empty(x_all.shape[2:], x_all.dtype) for _ in range(9))
     for i in np.ndindex(x_all.shape[:2]):
         x, y = x_all[i], y_all[i]
-        mx, my = blur(x), blur(y)
-        mxx, myy, mxy = mx * mx, my * my, mx * my
-        vx = np.maximum(blur(x * x) - mxx, 0.0)
-        vy = np.maximum(blur(y * y) - myy, 0.0)
-        cov = blur(x * y) - mxy
-        out[i] = ((2 * mxy + c1) * (2 * cov + c2)) / ((mxx + myy + c1) * (vx + vy + c2))
+        blur(x, mx)
+        blur(y, my)
+        np.multiply(mx, mx, out=mxx)
+        np.multiply(my, my, out=myy)
+        np.multiply(mx, my, out=mxy)
+        blur(np.multiply(x, x, out=t), vx)
+        np.maximum(np.subtract(vx, mxx, out=vx), 0.0, out=vx)
+        blur(np.multiply(y, y, out=t), vy)
+        np.maximum(np.subtract(vy, myy, out=vy), 0.0, out=vy)
+        blur(np.multiply(x, y, out=t), cov)
+        np.subtract(cov, mxy, out=cov)
+        num = np.multiply(
+            np.add(np.multiply(mxy, 2, out=mxy), c1, out=mxy),
+            np.add(np.multiply(cov, 2, out=cov), c2, out=cov),
+            out=mxy,
+        )
+        den = np.multiply(
+            np.add(np.add(mxx, myy, out=mxx), c1, out=mxx),
+            np.add(np.add(vx, vy, out=vx), c2, out=vx),
+            out=mxx,
+        )
+        np.divide(num, den, out=out[i])
     return torch.from_numpy(out).to(preds.dtype)
 
 
@@ -270,6 +291,11 @@ def ssim_map(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     test checks against torchmetrics); on other devices torchmetrics itself.
     """
     _check_images(preds, target, min_size=SSIM_WIN)
+    return _ssim_map_checked(preds, target)
+
+
+def _ssim_map_checked(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`ssim_map` of inputs already checked."""
     if preds.device.type == "cpu":
         return _ssim_map_opencv(preds, target)
     from torchmetrics.functional.image import structural_similarity_index_measure
@@ -295,7 +321,8 @@ def _ssim_from_map(full: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     if m is None:
         return valid.mean(dim=(1, 2, 3))
     per = _region_mean(valid, m[..., p:-p, p:-p])
-    return torch.where(torch.isnan(per), _region_mean(full, m), per)
+    empty = torch.isnan(per)
+    return torch.where(empty, _region_mean(full, m), per) if empty.any() else per
 
 
 def ssim(
@@ -316,11 +343,7 @@ def ssim(
     """
     _check_images(preds, target, min_size=SSIM_WIN)
     m = _check_mask(mask, preds)
-    return _reduce(_ssim_from_map(ssim_map(preds, target), m), reduction)
-
-
-#: names :func:`quality_values` computes
-PIXEL_METRICS = ("ssim", "psnr", "mae", "mse", "ssim_region", "psnr_region", "mae_region", "mse_region")
+    return _reduce(_ssim_from_map(_ssim_map_checked(preds, target), m), reduction)
 
 
 def quality_values(
@@ -329,9 +352,11 @@ def quality_values(
     mask: torch.Tensor | None = None,
     names: Sequence[str] = PIXEL_METRICS,
 ) -> dict[str, torch.Tensor]:
-    """Per-image ``(B,)`` values of several pixel metrics at once, sharing the SSIM map and the
-    difference image (same numbers as :func:`ssim`, :func:`psnr`, :func:`mae`, :func:`mse`;
-    ``*_region`` need ``mask``). preds/target ``(B, 3, H, W)`` in [0, 1], mask ``(B, 1, H, W)``."""
+    """Per-image ``(B,)`` values of several pixel metrics at once, sharing one input check, the SSIM
+    map, the difference image and the region sums: the same numbers, bit for bit, as :func:`ssim`,
+    :func:`psnr`, :func:`mae`, :func:`mse` (``*_region`` with ``mask``; ``mae_outside`` = :func:`mae`
+    over the pixels outside ``mask``, all pixels without one, NaN when the mask covers everything).
+    preds/target ``(B, 3, H, W)`` in [0, 1], mask ``(B, 1, H, W)``."""
     unknown = [n for n in names if n not in PIXEL_METRICS]
     if unknown:
         raise UsageError(f"unknown pixel metrics {unknown}; known: {', '.join(PIXEL_METRICS)}")
@@ -341,25 +366,36 @@ def quality_values(
         raise RegionError("region metrics need a mask")
     out: dict[str, torch.Tensor] = {}
     if any(n.startswith("ssim") for n in names):
-        full = ssim_map(preds, target)
+        full = _ssim_map_checked(preds, target)
         if "ssim" in names:
             out["ssim"] = _ssim_from_map(full, None)
         if "ssim_region" in names:
             out["ssim_region"] = _ssim_from_map(full, m)
     d = preds - target
     sq = d * d
-    for base, vals in (("mse", sq), ("mae", d.abs())):
+    ad = d.abs() if any(n.startswith("mae") for n in names) else d
+    for base, vals in (("mse", sq), ("mae", ad)):
         if base in names:
             out[base] = vals.mean(dim=(1, 2, 3))
-        if f"{base}_region" in names:
+        if f"{base}_region" in names or (base == "mse" and "psnr_region" in names):
             out[f"{base}_region"] = _region_mean(vals, m)
+    if "mae_outside" in names:
+        outside = 1.0 - m if m is not None else torch.ones_like(preds[:, :1])
+        out["mae_outside"] = _region_mean(ad, outside)
     if "psnr" in names:
-        from torchmetrics.functional.image import peak_signal_noise_ratio
-
-        out["psnr"] = peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        out["psnr"] = _psnr_from_sse(torch.sum(sq, dim=(1, 2, 3)), preds)
     if "psnr_region" in names:
-        out["psnr_region"] = 10.0 * torch.log10(1.0 / _region_mean(sq, m))
+        out["psnr_region"] = 10.0 * torch.log10(1.0 / out["mse_region"])
     return {n: out[n] for n in names}
+
+
+def _psnr_from_sse(sse: torch.Tensor, preds: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' ``peak_signal_noise_ratio(data_range=1.0, dim=(1, 2, 3), reduction="none")`` from
+    its own sum of squared errors ``(B,)`` (the same operations, so the same float32 result: a test
+    checks equality), without a second pass over the images."""
+    num_obs = torch.tensor(preds.size())[[1, 2, 3]].prod().expand_as(sse)
+    base_e = 2 * torch.log(torch.tensor(1.0)) - torch.log(sse / num_obs)
+    return base_e * (10 / torch.log(torch.tensor(10.0)))
 
 
 def mse(

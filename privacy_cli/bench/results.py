@@ -27,7 +27,10 @@ class BenchConfig:
     commands. recognizer: face recogniser for the privacy metrics (dlib, facenet, arcface, curricularface).
     classifier: registry classifier for top-1/top-5 (paper 002). cache_dir: None = no disk cache.
     fid_dims: pytorch-fid feature block for FID (2048 = standard pool3; 64/192/768 are cheaper and
-    not comparable with published numbers).
+    not comparable with published numbers). workers: originals whose outputs and pixel metrics
+    (:data:`~privacy_cli.bench.specs.PIXEL_METRICS`) are computed at once in threads, ahead of the
+    in-order scoring (0 = auto: 2 on a CPU run with 2+ cores; 1 whenever a method has a torch model or
+    shared state, see :func:`~privacy_cli.bench.scheduling.can_compute_ahead`); values do not depend on it.
     """
 
     metrics: tuple[str, ...] | None = None
@@ -42,6 +45,7 @@ class BenchConfig:
     batch_size: int = 16
     #: pytorch-fid feature block: 2048 (pool3, the standard FID), 768, 192 or 64
     fid_dims: int = 2048
+    workers: int = 0
 
     def geometry(self) -> dict[str, Any]:
         return {"box_scale": self.box_scale, "dilate": self.dilate, "max_side": self.max_side}

@@ -5,7 +5,10 @@ Flow per image: load (EXIF orientation applied) -> downscale so the longer side 
 ``max_side`` (INTER_AREA) -> regions (the dataset's annotations, or detected faces) -> mask with the
 same geometry as the image commands (face boxes scaled by ``box_scale``) -> every method -> per-image
 metric values. Dataset-level metrics (FID, de-identification rate, rank-1 re-identification,
-classifier top-k change) are computed at the end from cached per-image features.
+classifier top-k change) are computed at the end from cached per-image features. The outputs and
+pixel metrics of the next originals are computed in worker threads (``BenchConfig.workers``) while the
+current one is scored in input order; method application (output keys, donors, processed images) is
+:mod:`~privacy_cli.bench.outputs`, per-image metric scheduling :mod:`~privacy_cli.bench.scheduling`.
 
 Everything expensive is cached on disk under ``cache_dir`` (default ``$PRIVPIX_CACHE_DIR/bench`` or
 ``~/.cache/privpix/bench``), keyed by content: detections by (image file sha256, detectors, size,
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,21 +37,20 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, PrivpixError, RegionError, UsageError
-from .cache import CacheStats, DiskCache, _h, file_sha256
+from .cache import DiskCache, _h, file_sha256
 from .classifier_scoring import ClassifierScoring
 from .datasets import BenchDataset
 from .identity_scoring import IdentityScoring, _Faces
-from .originals import _load_resized, _mask_for, _Original, _regions_from_json, _scale_regions
+from .originals import _mask_for, _Original, _regions_from_json, _scale_regions
+from .outputs import MethodOutputs
 from .results import BenchConfig, BenchResult, MethodResult
-from .scheduling import MetricScheduling, _FidFeatures, _MethodAcc
-from .specs import CONTENT, NEEDS_FACES, QUALITY, QUALITY_REGION, MethodSpec, apply_method, parse_methods
+from .scheduling import MetricScheduling, _Ahead, _FidFeatures, _MethodAcc, can_compute_ahead
+from .specs import CONTENT, NEEDS_FACES, QUALITY, QUALITY_REGION, MethodSpec, parse_methods
 
 ProgressFactory = Callable[[int, str], AbstractContextManager[Any]]
-#: deidentify's donors when none are given: the faces of the bench's own prepared images
-OWN_DONORS = "<dataset>"
 
 
-class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
+class BenchRunner(MethodOutputs, MetricScheduling, IdentityScoring, ClassifierScoring):
     """Runs methods over a dataset (see the module docstring). One instance per bench run; the
     disk cache, originals, face embeddings and networks are shared by every method."""
 
@@ -230,109 +234,6 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
     def _wants_identity_metrics(self) -> bool:
         return any(n in NEEDS_FACES for n in self.metric_names())
 
-    def _output_key(self, spec: MethodSpec, orig: _Original) -> str:
-        if orig.item.processed is not None:
-            return _h("pair", file_sha256(orig.item.processed), orig.key, __version__)
-        parts: tuple[Any, ...] = ()
-        donors = self._donors(spec)
-        if donors == OWN_DONORS:
-            if OWN_DONORS not in self._donor_digests:
-                self._donor_digests[OWN_DONORS] = _h(sorted(o.key for o in self.originals()))
-            parts = ("donors", "dataset", self._donor_digests[OWN_DONORS])
-        elif donors is not None:
-            parts = ("donors", self._donor_digest(donors))
-        return _h(
-            "out",
-            spec.name,
-            spec.options,
-            orig.file_hash,
-            orig.regions_sig,
-            self.config.geometry(),
-            __version__,
-            "regions-passed",  # methods get the regions (text strength by glyph size)
-            *parts,
-        )
-
-    # ------------------------------------------------------------------------- k-Same donors
-
-    def _donors(self, spec: MethodSpec) -> str | None:
-        """The donors of a ``deidentify`` setting: its ``donors=DIR``, else ``$PRIVPIX_DONORS``, else
-        :data:`OWN_DONORS` (the faces of the prepared originals); None for other methods and the pairs format."""
-        if spec.name != "deidentify" or self.dataset.format == "pairs":
-            return None
-        from ..methods.deidentify import DONORS_ENV
-
-        given = spec.kwargs.get("donors") or os.environ.get(DONORS_ENV)
-        return str(given) if given else OWN_DONORS
-
-    def _donor_pool(self) -> Any:
-        """k-Same donors from the faces of every prepared original (built once per run; each image's
-        analysis is reused when it is de-identified)."""
-        if self._dataset_pool is None:
-            from ..methods.deidentify import DonorPool
-
-            pool = DonorPool()
-            originals = self.originals()
-            with self._progress(len(originals), "donor faces") as bar:
-                for o in originals:
-                    mask = self._mask(o)
-                    if mask.any():
-                        pool.add_image(o.rgb(), mask, box_scale=self.config.box_scale, source=o.key)
-                    o.release()
-                    if bar is not None:
-                        bar.advance()
-            self._dataset_pool = pool
-        return self._dataset_pool
-
-    def _donor_digest(self, folder: str) -> str:
-        """Content key of a donor folder: names and sha256 of its images (once per run)."""
-        if folder not in self._donor_digests:
-            from ..io import iter_images
-
-            root = Path(folder)
-            files = sorted(iter_images([root])) if root.is_dir() else []
-            self._donor_digests[folder] = _h(
-                [(str(f.relative_to(root)), file_sha256(f)) for f in files] or ["missing", folder]
-            )
-        return self._donor_digests[folder]
-
-    def _method_kwargs(self, spec: MethodSpec) -> dict[str, Any]:
-        """Options passed to the method beyond the spec's own: the bench's donor folder for deidentify."""
-        donors: Any = self._donors(spec)
-        if donors is None:
-            return {}
-        if donors == OWN_DONORS:
-            donors = self._donor_pool()
-        return {"donors": donors, "box_scale": self.config.box_scale}
-
-    def _processed(self, spec: MethodSpec, orig: _Original, out_key: str, stats: CacheStats) -> np.ndarray:
-        """The processed image (H, W, 3) uint8 at the prepared original's size: from the pairs
-        folder, the cache, or by running the method."""
-        if orig.item.processed is not None:
-            rgb = orig.rgb()
-            h, w = rgb.shape[:2]
-            full = _load_resized(orig.item.processed, 0)[0]
-            ow, oh = orig.full_size or (w, h)
-            if full.shape[:2] != (oh, ow):
-                raise InputError(
-                    f"{orig.item.processed}: size {full.shape[1]}x{full.shape[0]} differs from its original "
-                    f"{orig.item.image} ({ow}x{oh})"
-                )
-            if (ow, oh) != (w, h):
-                import cv2
-
-                return cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
-            return full
-        cached = self.cache.get_image(out_key)
-        if cached is not None and (orig.size is None or cached.shape[:2] == (orig.size[1], orig.size[0])):
-            stats.outputs_cached += 1
-            return cached
-        extra = self._method_kwargs(spec)
-        out = apply_method(spec, orig.rgb(), self._mask(orig), orig.regions, **extra)
-        stats.outputs_computed += 1
-        self.cache.put_image(out_key, out)
-        return out
-
     def run_method(self, spec: MethodSpec, originals: list[_Original] | None = None) -> MethodResult:
         """Apply ``spec`` to every original and score it."""
         return self.run_methods([spec], originals)[0]
@@ -341,21 +242,59 @@ class BenchRunner(MetricScheduling, IdentityScoring, ClassifierScoring):
         self, specs: Sequence[MethodSpec], originals: list[_Original] | None = None
     ) -> list[MethodResult]:
         """Apply every method to every original and score them. Each original is decoded once and
-        released after all methods have seen it, so memory does not grow with the dataset."""
+        released after all methods have seen it, so memory does not grow with the dataset. Outputs and
+        pixel metrics of the next originals are computed in worker threads (:meth:`workers`) while
+        the current one is scored; scoring and accumulation stay in input order in this thread."""
         originals = originals if originals is not None else self.originals()
         names = self.metric_names()
         accs = [_MethodAcc(s, names, self) for s in specs]
         label = specs[0].label if len(specs) == 1 else f"{len(specs)} methods"
         with self._progress(len(originals) * len(accs), label) as bar:
-            for orig in originals:
-                for acc in accs:
+            for orig, ahead in self._computed_ahead(accs, originals, self.workers(specs, originals)):
+                for acc, a in zip(accs, ahead, strict=True):
                     t0 = time.perf_counter()
-                    self._score(acc, orig)
-                    acc.res.seconds += time.perf_counter() - t0
+                    self._score(acc, orig, a)
+                    acc.res.seconds += time.perf_counter() - t0 + (a.seconds if a is not None else 0.0)
                     if bar is not None:
                         bar.advance()
                 orig.release()
         return [acc.finish() for acc in accs]
+
+    def workers(self, specs: Sequence[MethodSpec], originals: Sequence[_Original]) -> int:
+        """Originals computed ahead at once: ``config.workers`` (0 = 2 on a CPU run with 2+ cores), 1
+        when a method cannot run in a worker thread (:func:`can_compute_ahead`) for some original."""
+        n = self.config.workers or (2 if self.config.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
+        if not all(can_compute_ahead(s, o.item.processed is not None) for s in specs for o in originals):
+            return 1
+        return max(1, n)
+
+    def _computed_ahead(
+        self, accs: list[_MethodAcc], originals: list[_Original], workers: int
+    ) -> Iterator[tuple[_Original, list[_Ahead | None]]]:
+        """(original, :meth:`_compute_ahead` of it) in input order: in this thread with one worker, else
+        from ``workers`` threads with at most ``workers + 1`` originals in flight."""
+        if workers <= 1 or len(originals) < 2:
+            for orig in originals:
+                yield orig, self._compute_ahead(accs, orig)
+            return
+        todo = iter(originals)
+        flight: deque[tuple[_Original, Future[list[_Ahead | None]]]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="privpix-bench") as pool:
+            try:
+                for orig in todo:
+                    flight.append((orig, pool.submit(self._compute_ahead, accs, orig)))
+                    if len(flight) > workers:
+                        break
+                while flight:
+                    orig, fut = flight.popleft()
+                    ahead = fut.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        flight.append((nxt, pool.submit(self._compute_ahead, accs, nxt)))
+                    yield orig, ahead
+            finally:
+                for _, fut in flight:
+                    fut.cancel()
 
 
 def run_bench(

@@ -4,7 +4,9 @@ per network), which are unavailable and why; FID features; per-method accumulati
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,9 +20,11 @@ from .specs import (
     _DETECTORS,
     _SHARED_NET,
     DATASET_LEVEL,
+    IDENTITY_METHOD,
     METRICS_CACHE_VERSION,
     NEEDS_FACES,
     NEEDS_REGION,
+    PIXEL_METRICS,
     MethodSpec,
     _metric_meta,
 )
@@ -177,23 +181,83 @@ class _MethodAcc:
         return res
 
 
+#: methods whose outputs a worker thread may compute: no torch model, no state shared between images
+#: (the image commands run the same ones two images at once: ``cli.batch.auto_workers``)
+AHEAD_METHODS = ("blur", "pixelate", "mask", IDENTITY_METHOD)
+
+
+@dataclass
+class _Ahead:
+    """What :meth:`MetricScheduling._compute_ahead` computed for one (original, method), possibly in a
+    worker thread: the output key, the processed image (H, W, 3) uint8 when it was needed, the pixel
+    metric values by name, the cache counters of that work and its seconds (wall, of that thread)."""
+
+    out_key: str
+    rgb: np.ndarray | None = None
+    values: dict[str, float] = field(default_factory=dict)
+    stats: CacheStats = field(default_factory=CacheStats)
+    seconds: float = 0.0
+
+
+def can_compute_ahead(spec: MethodSpec, processed_given: bool = False) -> bool:
+    """True when ``spec``'s outputs and pixel metrics may be computed in a worker thread: a classical
+    method (:data:`AHEAD_METHODS`, no learned model) or a given processed image (pairs format)."""
+    return processed_given or (spec.name in AHEAD_METHODS and not spec.kwargs.get("learned"))
+
+
 class MetricScheduling:
     """Per-image metric scheduling of :class:`~privacy_cli.bench.runner.BenchRunner` (a mixin): which
     metrics apply, cached values, computing what is missing, dataset-level summaries."""
 
-    def _score(self, acc: _MethodAcc, orig: _Original) -> None:
-        """Process one original with one method and record its per-image values and features."""
+    def _compute_ahead(self, accs: Sequence[_MethodAcc], orig: _Original) -> list[_Ahead | None]:
+        """The thread-safe part of :meth:`_score` for one original and every method: for methods that
+        :func:`can_compute_ahead`, the output (from the cache or by running the method) and its
+        :data:`PIXEL_METRICS` values that the value cache does not hold. None for the other methods, and
+        for a method that failed here (:meth:`_score` meets the same error again and records it).
+        Touches only ``orig`` and the cache, so the runner calls it for several originals at once."""
+        out: list[_Ahead | None] = []
+        for acc in accs:
+            spec = acc.res.spec
+            if not can_compute_ahead(spec, orig.item.processed is not None):
+                out.append(None)
+                continue
+            t0 = time.perf_counter()
+            try:
+                ahead = _Ahead(self._output_key(spec, orig))
+                cached = self.cache.get_json("values", self._values_key(ahead.out_key)) or {}
+                todo = [n for n in acc.per_image_names if n in PIXEL_METRICS and n not in cached]
+                if todo:
+                    ahead.rgb = self._processed(spec, orig, ahead.out_key, ahead.stats)
+                    ahead.values = self._pixel_values(todo, orig, ahead.rgb)
+            except PrivpixError:
+                out.append(None)
+                continue
+            ahead.seconds = time.perf_counter() - t0
+            out.append(ahead)
+        return out
+
+    def _score(self, acc: _MethodAcc, orig: _Original, ahead: _Ahead | None = None) -> None:
+        """Process one original with one method and record its per-image values and features
+        (``ahead``: what :meth:`_compute_ahead` already computed for them)."""
         res, spec = acc.res, acc.res.spec
         try:
-            out_key = self._output_key(spec, orig)
             pc: dict[str, np.ndarray] = {}
+            if ahead is not None:
+                out_key = ahead.out_key
+                res.cache.add(ahead.stats)
+                if ahead.rgb is not None:
+                    pc["rgb"] = ahead.rgb
+            else:
+                out_key = self._output_key(spec, orig)
 
             def proc_rgb() -> np.ndarray:
                 if "rgb" not in pc:
                     pc["rgb"] = self._processed(spec, orig, out_key, res.cache)
                 return pc["rgb"]
 
-            row_vals = self._image_values(acc.per_image_names, orig, out_key, proc_rgb, res.cache)
+            row_vals = self._image_values(
+                acc.per_image_names, orig, out_key, proc_rgb, res.cache, ahead.values if ahead else None
+            )
             eo = ep = None
             if acc.wants_identity and self.faces.embedder() is not None:
                 face, eo = self.faces.original(orig)
@@ -234,9 +298,11 @@ class MetricScheduling:
         out_key: str,
         proc_rgb: Callable[[], np.ndarray],
         stats: CacheStats,
+        ahead: dict[str, float] | None = None,
     ) -> dict[str, float]:
-        """Per-image metric values, from the cache where possible (NaN = not measurable)."""
-        vkey = _h("values", out_key, METRICS_CACHE_VERSION, self.config.recognizer)
+        """Per-image metric values, from the cache where possible, else from ``ahead`` (values computed
+        by :meth:`_compute_ahead`), else computed now (NaN = not measurable)."""
+        vkey = self._values_key(out_key)
         cached = self.cache.get_json("values", vkey) or {}
         out: dict[str, float] = {}
         todo = []
@@ -252,7 +318,10 @@ class MetricScheduling:
                 todo.append(n)
         if not todo:
             return out
-        computed = self._compute_values(todo, orig, out_key, proc_rgb)
+        computed = {n: ahead[n] for n in todo if ahead and n in ahead}
+        rest = [n for n in todo if n not in computed]
+        if rest:
+            computed.update(self._compute_values(rest, orig, out_key, proc_rgb))
         for n, v in computed.items():
             out[n] = v
             if n not in self._unavailable:
@@ -261,26 +330,52 @@ class MetricScheduling:
         self.cache.put_json("values", vkey, cached)
         return out
 
+    def _values_key(self, out_key: str) -> str:
+        return _h("values", out_key, METRICS_CACHE_VERSION, self.config.recognizer)
+
+    def _region_tensor(self, orig: _Original) -> Any:
+        """The region mask as a ``(1, 1, H, W)`` {0, 1} float32 tensor, None without a region."""
+        mask_np = self._mask(orig) if orig.regions is not None else None
+        if mask_np is None or not bool((mask_np > 0).any()):
+            return None
+        import torch
+
+        return torch.from_numpy((mask_np > 0).astype(np.float32))[None, None].to(self.config.device)
+
+    def _pixel_values(self, names: Sequence[str], orig: _Original, proc: np.ndarray) -> dict[str, float]:
+        """SSIM/PSNR/MAE/MSE, their region variants and MAE outside the regions in one pass (one SSIM
+        map, one difference image); region metrics are NaN for an image without a region. Thread-safe."""
+        from .features import to_tensor
+        from .metrics import quality_values
+
+        m = self._region_tensor(orig)
+        pixel = [n for n in names if n in PIXEL_METRICS and (m is not None or not n.endswith("_region"))]
+        out = {n: float("nan") for n in names if n in PIXEL_METRICS}
+        if pixel:
+            t = to_tensor(orig.rgb(), self.config.device)
+            p = to_tensor(proc, self.config.device)
+            out.update({n: float(v[0]) for n, v in quality_values(p, t, m, pixel).items()})
+        return out
+
     def _compute_values(
         self, names: Sequence[str], orig: _Original, out_key: str, proc_rgb: Callable[[], np.ndarray]
     ) -> dict[str, float]:
         from .features import to_tensor
-        from .metrics import PIXEL_METRICS, content_difference_values, lpips, mae, quality_values
+        from .metrics import content_difference_values, lpips
 
-        out: dict[str, float] = {}
-        t = to_tensor(orig.rgb(), self.config.device)
-        p = to_tensor(proc_rgb(), self.config.device)
-        mask_np = self._mask(orig) if orig.regions is not None else None
-        has_region = mask_np is not None and bool((mask_np > 0).any())
-        m = None
-        if has_region:
-            import torch
+        out = self._pixel_values(names, orig, proc_rgb()) if any(n in PIXEL_METRICS for n in names) else {}
+        m = self._region_tensor(orig)
+        has_region = m is not None
+        tensors: list[Any] = []
 
-            m = torch.from_numpy((mask_np > 0).astype(np.float32))[None, None].to(self.config.device)
-        # SSIM/PSNR/MAE/MSE and their region variants in one pass (one SSIM map, one difference image)
-        pixel = [n for n in names if n in PIXEL_METRICS and (has_region or not n.endswith("_region"))]
-        if pixel:
-            out.update({n: float(v[0]) for n, v in quality_values(p, t, m, pixel).items()})
+        def images() -> tuple[Any, Any]:
+            """(original, processed) as (1, 3, H, W) tensors, converted once when first needed."""
+            if not tensors:
+                tensors.extend(
+                    (to_tensor(orig.rgb(), self.config.device), to_tensor(proc_rgb(), self.config.device))
+                )
+            return tensors[0], tensors[1]
+
         content_todo = []
         for n in names:
             if n in out:
@@ -294,12 +389,8 @@ class MetricScheduling:
                 if region and not has_region:
                     out[n] = float("nan")
                     continue
-                if n == "mae_outside":
-                    import torch
-
-                    outside = (1.0 - m) if m is not None else torch.ones_like(t[:, :1])
-                    out[n] = float(mae(p, t, outside, reduction="none")[0]) if outside.any() else float("nan")
-                elif base in ("lpips_alex", "lpips_vgg"):
+                if base in ("lpips_alex", "lpips_vgg"):
+                    t, p = images()
                     if min(t.shape[-2:]) < 32:
                         out[n] = float("nan")
                         continue
@@ -325,6 +416,7 @@ class MetricScheduling:
                     if not todo:
                         continue
                     try:
+                        t, p = images()
                         vals: dict[str, Any] = content_difference_values(
                             t, p, m, [_CONTENT_BASE[n] for n in todo]
                         )

@@ -50,6 +50,19 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
         "detect_rate_dlib",
     ),
 }
+#: pixel metrics: pure functions of the two images and the region mask, computed in one pass by
+#: :func:`privacy_cli.bench.metrics.quality_values` (thread-safe)
+PIXEL_METRICS = (
+    "ssim",
+    "psnr",
+    "mae",
+    "mse",
+    "ssim_region",
+    "psnr_region",
+    "mae_region",
+    "mse_region",
+    "mae_outside",
+)
 #: metrics computed from per-image features at the end (not per-image values)
 DATASET_LEVEL = ("fid", "deid_rate", "reid_rank1", "top1_change", "top5_change")
 #: metrics whose per-image value needs the region mask
