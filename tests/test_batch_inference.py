@@ -104,7 +104,10 @@ def test_a_failing_image_or_request_fails_alone(net) -> None:
 
 def test_half_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert batching.half_dtype("cpu") is None
+    assert batching.half_dtype("cuda:0") is None  # float32 by default: half was slower on an H200
+    monkeypatch.setenv("PRIVPIX_HALF", "fp16")
     assert batching.half_dtype("cuda:0") is torch.float16
+    assert batching.half_dtype("cpu") is None
     monkeypatch.setenv("PRIVPIX_HALF", "bf16")
     assert batching.half_dtype("cuda:0") is torch.bfloat16
     monkeypatch.setenv("PRIVPIX_HALF", "0")

@@ -25,8 +25,8 @@ Properties:
   differ by up to 8e-6 on a [-1, 1] scale), and it brings no speed there. ``PRIVPIX_CROSS_BATCH=1``
   forces grouping on CPU too (tests, benchmarks); ``=0`` disables it everywhere.
 
-Half precision (:func:`half_dtype`, :func:`autocast`): on CUDA, networks that allow it run under
-``torch.autocast`` (float16 by default; ``PRIVPIX_HALF=bf16`` for bfloat16, ``=0`` for float32);
+Half precision (:func:`half_dtype`, :func:`autocast`): off by default (measured slower on an H200);
+with ``PRIVPIX_HALF=fp16`` (or ``bf16``) on CUDA, networks that allow it run under ``torch.autocast``;
 a half-precision output that is not finite everywhere is recomputed in float32. CPU is always
 float32. LaMa's generator (FFT layers) always runs in float32 (:func:`privacy_cli.models.lama.lama_inpaint`).
 """
@@ -70,13 +70,16 @@ def cross_batch_enabled(device: str) -> bool:
 
 
 def half_dtype(device: str) -> Any:
-    """The reduced precision for networks that allow it on ``device``: ``torch.float16`` (default) or
-    ``torch.bfloat16`` (``PRIVPIX_HALF=bf16``) on CUDA; None (float32) on CPU/MPS or with
-    ``PRIVPIX_HALF=0``."""
+    """The reduced precision for networks that allow it on ``device``: None (float32, the default),
+    ``torch.float16`` (``PRIVPIX_HALF=fp16``) or ``torch.bfloat16`` (``PRIVPIX_HALF=bf16``) on CUDA;
+    always None on CPU/MPS. float32 is the default because half precision was measured slower on an
+    H200 (cuDNN's TF32 already runs float32 convolutions on tensor cores; autocast adds casts):
+    AnimeGANv2 3.0-3.5 vs 2.8-5.2 photos/s, Private-Encoder 1024 15.6-16.5 vs 17.8-18.7 photos/s
+    (docs/performance.md, "On a GPU")."""
     if not device.startswith("cuda"):
         return None
-    mode = os.environ.get("PRIVPIX_HALF", "fp16").lower()
-    if mode in ("0", "off", "fp32", "float32", "no"):
+    mode = os.environ.get("PRIVPIX_HALF", "0").lower()
+    if mode in ("0", "off", "fp32", "float32", "no", ""):
         return None
     import torch
 
