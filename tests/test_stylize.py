@@ -354,7 +354,7 @@ def test_bench_applies_stylize_to_the_whole_image_and_draws_a_contact_sheet(
     from types import SimpleNamespace
 
     from privacy_cli.bench.report import contact_sheet
-    from privacy_cli.bench.runner import MethodSpec, apply_method, parse_methods
+    from privacy_cli.bench.specs import MethodSpec, apply_method, parse_methods
 
     specs = parse_methods("none,blur,stylize:style=cartoon,stylize:style=sketch:strength=0.5")
     face = np.zeros(photo.shape[:2], np.float32)
