@@ -151,11 +151,12 @@ def throughput(out: Path, images: int, size: int, device: str) -> None:
 TOY_VARIANTS: dict[str, dict] = {
     "non-adversarial": {"adversarial": False},
     "shared Φ, sigmoid, the paper's loss": {"gate": "sigmoid", "rest_weight": 0.0},
-    "shared Φ, sigmoid + remainder term": {"gate": "sigmoid"},
-    "stretched gate + remainder term, no ramp": {"rest_ramp": 0.0},
-    "stretched gate + remainder term, no margin": {"rest_margin": 0.0},
-    "stretched gate + remainder term, ramp + margin (default)": {},
-    "separate adversary (default gate and term)": {"adversary": "separate"},
+    "shared Φ, sigmoid + remainder term 1": {"gate": "sigmoid", "rest_weight": 1.0},
+    "stretched gate + remainder term 1, no ramp": {"rest_ramp": 0.0, "rest_weight": 1.0},
+    "stretched gate + remainder term 1, no margin": {"rest_margin": 0.0, "rest_weight": 1.0},
+    "stretched gate + remainder term 1, ramp + margin": {"rest_weight": 1.0},
+    "stretched gate + remainder term 3, ramp + margin (default)": {},
+    "separate adversary (stretched gate, remainder term 1)": {"adversary": "separate", "rest_weight": 1.0},
 }
 
 

@@ -318,7 +318,7 @@ def mask(
             min=0.0,
             help="Weight of the remainder term pushing the hidden soft mask to 0 (0: the paper's loss).",
         ),
-    ] = 1.0,
+    ] = 3.0,
     gate: Annotated[
         str,
         typer.Option(

@@ -6,9 +6,12 @@ the same network Φ. Training repeats 3 predictor steps (cross-entropy on the ta
 Φ updated) and 1 obfuscator step (cross-entropy between Φ(x_o) and the uniform distribution; masker
 only). ``adversarial=False`` drops the obfuscator step (the paper's non-adversarial baseline).
 
-Two additions (docs/methods.md has the measurements): the obfuscator step also minimises a remainder
-term in logit space (``rest_weight``, default 1; 0 is the paper's loss) that pushes the soft mask
-outside the top K% towards 0; ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
+Additions (docs/methods.md has the measurements): adversarial runs use by default a stretched,
+clipped sigmoid gate (``gate``; m exactly 0 below a logit, the top K% ranked by the logit) and a
+remainder term in logit space in every masker update (``rest_weight``, default 3; 0 is the paper's
+loss) that pushes the soft mask outside the top K% (and the lowest ``rest_margin`` of it) to 0,
+ramped up over ``rest_ramp`` epochs: together they make x_o exactly 0, the only x_o in which a fresh
+adversary found nothing. ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
 its own network, trained every step on x_o as stored (8-bit), with masker and Φ updated every step
 on the predictor loss plus that adversary's cross-entropy to uniform.
 
@@ -63,7 +66,7 @@ class MaskTrainConfig:
     face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
     adversarial: bool = True
     adversary: str = "shared"  # who reads x_o: the "shared" Φ (the paper) or a "separate" network
-    rest_weight: float = 1.0  # weight of the remainder term (logit space) in the obfuscation loss
+    rest_weight: float = 3.0  # weight of the remainder term (logit space) in every masker update
     # soft-mask gate: "sigmoid" (the paper), "stretched" (can be exactly 0), "auto": stretched when
     # adversarial, the paper's sigmoid for the non-adversarial baseline
     gate: str = "auto"
