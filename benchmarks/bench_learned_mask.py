@@ -150,12 +150,13 @@ def throughput(out: Path, images: int, size: int, device: str) -> None:
 
 TOY_VARIANTS: dict[str, dict] = {
     "non-adversarial": {"adversarial": False},
-    "shared Φ (paper)": {"adversary": "shared"},
-    "shared Φ + remainder term 1": {"adversary": "shared", "rest_weight": 1.0},
-    "shared Φ + remainder term 3": {"adversary": "shared", "rest_weight": 3.0},
-    "shared Φ + remainder term 10": {"adversary": "shared", "rest_weight": 10.0},
-    "separate adversary": {"adversary": "separate"},
-    "separate adversary + remainder term 10": {"adversary": "separate", "rest_weight": 10.0},
+    "shared Φ, sigmoid, the paper's loss": {"gate": "sigmoid", "rest_weight": 0.0},
+    "shared Φ, sigmoid + remainder term 1": {"gate": "sigmoid", "rest_weight": 1.0},
+    "stretched gate + remainder term 1, no ramp": {"rest_ramp": 0.0, "rest_weight": 1.0},
+    "stretched gate + remainder term 1, no margin": {"rest_margin": 0.0, "rest_weight": 1.0},
+    "stretched gate + remainder term 1, ramp + margin": {"rest_weight": 1.0},
+    "stretched gate + remainder term 3, ramp + margin (default)": {},
+    "separate adversary (stretched gate, remainder term 1)": {"adversary": "separate", "rest_weight": 1.0},
 }
 
 
@@ -170,7 +171,7 @@ def toy(out: Path, variants: list[str]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     tasks = {}
-    for patch, n, epochs in ((10, 384, 8), (4, 512, 16)):  # privacy test, utility test
+    for patch, n, epochs in ((10, 384, 16), (4, 512, 16)):  # privacy test, utility test
         x, y, _ = make_task(n + 128, seed=1, patch=patch)
         xt, yt, bt = make_task(256 if patch == 10 else 200, seed=2, patch=patch)
         region = np.zeros(xt.shape[:3], bool)
@@ -178,9 +179,9 @@ def toy(out: Path, variants: list[str]) -> None:
             region[k, y0:y1, x0:x1] = True
         tasks[patch] = (Split(x[:n], y[:n]), Split(x[n:], y[n:]), Split(xt, yt), region, epochs)
     rows = [
-        "| variant | fresh adversary on x_o (patch 10) | mass outside top K | m hidden | "
+        "| variant | fresh adversary on x_o (patch 10) | mass outside top K | m hidden | non-zero x_o px | "
         "coverage (patch 4) | predictor (patch 4) | CPU s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     results = {}
     for name in variants:
@@ -193,7 +194,7 @@ def toy(out: Path, variants: list[str]) -> None:
             for k, v in kw.items():
                 setattr(cfg, k, v)
             fit(cfg, train, val, ["red", "blue"])
-            m, top, _xo = split_images(load_run(run), test.x)
+            m, top, xo = split_images(load_run(run), test.x)
             if patch == 10:
                 half = len(test.y) // 2
                 fr = fresh_adversary(
@@ -205,6 +206,7 @@ def toy(out: Path, variants: list[str]) -> None:
                     chance=fr["chance"],
                     mass=float((m * ~top).sum((1, 2)).mean()),
                     m_hidden=float(m[hid].mean()),
+                    xo_pixels=float((xo.max(-1) > 0).sum((1, 2)).mean()),  # non-zero pixels of 8-bit x_o
                 )
             else:
                 r.update(
@@ -215,7 +217,7 @@ def toy(out: Path, variants: list[str]) -> None:
         results[name] = r
         rows.append(
             f"| {name} | {r['fresh']:.0%} (chance {r['chance']:.0%}) | {r['mass']:.1f} | "
-            f"{r['m_hidden']:.2f} | {r['coverage']:.0%} | {r['predictor']:.0%} | {r['cpu_s']:.0f} |"
+            f"{r['m_hidden']:.2f} | {r['xo_pixels']:.1f} | {r['coverage']:.0%} | {r['predictor']:.0%} | {r['cpu_s']:.0f} |"
         )
         print(rows[-1], flush=True)
     print("\n".join(rows))

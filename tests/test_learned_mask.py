@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from privacy_cli.cli.app import app
 from privacy_cli.errors import RegionError
 from privacy_cli.methods.learned_mask import apply_learned, learned_reveal
-from privacy_cli.models.masker import topk_mask
+from privacy_cli.models.masker import Z_OFF, mask_gate, topk_mask
 from privacy_cli.train.masker import MaskTrainConfig, Split, evaluate_run, fit
 
 S, PATCH, K = 16, 4, 25.0
@@ -113,6 +113,16 @@ def test_topk_keeps_exactly_k_percent_with_their_soft_values() -> None:
     m.requires_grad_(True)
     topk_mask(m, 25.0).sum().backward()
     assert int((m.grad > 0).sum()) == 300  # gradients reach the kept values only
+
+
+def test_stretched_gate_is_exactly_zero_and_passes_gradients_at_zero() -> None:
+    z = torch.tensor([-8.0, Z_OFF - 1e-3, Z_OFF + 0.5, 0.0, 8.0], requires_grad=True)
+    m = mask_gate(z, "stretched", straight_through=True)
+    v = m.detach()
+    assert v[0] == 0 and v[1] == 0 and 0 < v[2] < v[3] < 1 and abs(float(v[4]) - 1) < 1e-6
+    assert bool((torch.sigmoid(z) > 0).all())  # the paper's gate is never 0
+    m.sum().backward()
+    assert bool((z.grad > 0).all())  # a pixel at 0 (or 1) can still move
 
 
 def test_adversarial_mask_reveals_the_task_region_and_hides_the_task_from_the_rest(runs) -> None:

@@ -318,7 +318,15 @@ def mask(
             min=0.0,
             help="Weight of the remainder term pushing the hidden soft mask to 0 (0: the paper's loss).",
         ),
-    ] = 1.0,
+    ] = 3.0,
+    gate: Annotated[
+        str,
+        typer.Option(
+            "--gate",
+            help="Soft-mask gate: sigmoid (the paper), stretched (can be exactly 0), auto (stretched when "
+            "adversarial).",
+        ),
+    ] = "auto",
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2)] = 64,
     lr: Annotated[float, typer.Option("--lr", min=1e-7, help="Adam learning rate.")] = 1e-3,
@@ -368,6 +376,7 @@ def mask(
         adversarial=not no_adversarial,
         adversary=adversary,
         rest_weight=rest_weight,
+        gate=gate,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

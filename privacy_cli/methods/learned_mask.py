@@ -46,6 +46,7 @@ class RunInfo:
     face_scale: float | None
     base: int
     depth: int
+    gate: str = "sigmoid"
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
@@ -70,6 +71,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
             face_scale=float(c["face_scale"]) if c.get("face_scale") else None,
             base=int(c["masker"]["base"]),
             depth=int(c["masker"]["depth"]),
+            gate=str(c["masker"].get("gate", "sigmoid")),  # runs from before the gate option: sigmoid
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--learned {p}: unreadable config.json ({type(e).__name__}: {e})") from None
@@ -88,7 +90,9 @@ class LearnedMasker:
         from ..models import build_model
 
         self.run, self.device = run, device
-        self.net = build_model("mask-unet", pretrained=False, device=device, base=run.base, depth=run.depth)
+        self.net = build_model(
+            "mask-unet", pretrained=False, device=device, base=run.base, depth=run.depth, gate=run.gate
+        )
         try:
             self.net.load_state_dict(load_file(str(run.path / "masker.safetensors")))
         except (OSError, RuntimeError, ValueError) as e:
@@ -100,15 +104,24 @@ class LearnedMasker:
         self._std = torch.tensor(run.std, device=device).view(1, 3, 1, 1)
 
     def soft(self, crops: np.ndarray) -> np.ndarray:
-        """Soft masks ``(N, S, S)`` float32 in (0, 1) for crops ``(N, S, S, 3)`` uint8 RGB."""
+        """Soft masks ``(N, S, S)`` float32 in [0, 1] for crops ``(N, S, S, 3)`` uint8 RGB."""
+        return self.scores(crops)[0]
+
+    def scores(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(soft, rank)`` for crops ``(N, S, S, 3)`` uint8 RGB, both ``(N, S, S)`` float32 in [0, 1]:
+        the soft masks, and ``sigmoid(z)`` of their logits, which orders the pixels as ``soft`` does
+        and also those where a stretched-gate mask is exactly 0 (for the sigmoid gate they are equal)."""
         import torch
+
+        from ..models.masker import mask_gate
 
         with torch.no_grad():
             x = (
                 torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
                 / 255.0
             )
-            return self.net((x - self._mean) / self._std)[:, 0].float().cpu().numpy()
+            z = self.net.logits((x - self._mean) / self._std)[:, 0].float()
+            return mask_gate(z, self.run.gate).cpu().numpy(), torch.sigmoid(z).cpu().numpy()
 
 
 def load_masker(run_dir: str | Path, device: str = "auto") -> LearnedMasker:
@@ -184,27 +197,28 @@ def learned_reveal(
     info: dict[str, Any] = {"run": str(run.path), "task": run.task, "input": run.input, "keep": k}
     if run.input == "image":
         small = cv2.resize(image, (run.size, run.size), interpolation=cv2.INTER_AREA)
-        soft = cv2.resize(lm.soft(small[None])[0], (w, h), interpolation=cv2.INTER_LINEAR)
-        revealed = top_share(soft, k)
+        sm, rank = (cv2.resize(a[0], (w, h), interpolation=cv2.INTER_LINEAR) for a in lm.scores(small[None]))
+        soft, revealed = sm, top_share(rank, k)
     else:
         boxes = detect_faces(image, lm.device)
         if not boxes:
             raise RegionError("no face found for the face-trained learned mask (nothing written)")
         assert run.face_scale is not None
         crops, mats = zip(*(face_crop(image, b, run.face_scale, run.size) for b in boxes), strict=True)
-        masks = lm.soft(np.stack(crops))
+        masks, ranks = lm.scores(np.stack(crops))
         soft = np.zeros((h, w), np.float32)
         revealed = np.zeros((h, w), bool)
         ones = np.ones((run.size, run.size), np.float32)
         inv = cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR
         n_area = 0
-        for m, mat in zip(masks, mats, strict=True):
+        for m, r, mat in zip(masks, ranks, mats, strict=True):
             back = cv2.warpAffine(m, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            rank = cv2.warpAffine(r, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             area = (
                 cv2.warpAffine(ones, mat, (w, h), flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 > 0.5
             )
-            revealed |= top_share(back, k, area)
+            revealed |= top_share(rank, k, area)
             n_area += int(area.sum())
             soft = np.maximum(soft, back)
         info["faces"] = len(boxes)

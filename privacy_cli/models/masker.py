@@ -1,8 +1,8 @@
 """Learned adversarial task masks (paper 003, Gupta et al. 2021): the U-Net masker and the shared
 predictor/obfuscator classifier Φ.
 
-* :class:`MaskerUNet`: image ``(B, C, S, S)`` (normalised) -> soft mask ``(B, 1, S, S)`` in (0, 1)
-  (sigmoid), a U-Net (Ronneberger et al. 2015) with ``depth`` down/up levels and skip connections.
+* :class:`MaskerUNet`: image ``(B, C, S, S)`` (normalised) -> soft mask ``(B, 1, S, S)`` in [0, 1]
+  (the paper's sigmoid, or a stretched and clipped sigmoid that can be exactly 0), a U-Net (Ronneberger et al. 2015) with ``depth`` down/up levels and skip connections.
 * :class:`TaskClassifier` (Φ): four blocks of [3x3 conv, batch-norm, ReLU, 2x2 max-pool], a dense
   layer with batch-norm and ReLU, and a final dense layer giving class logits (softmax in the loss),
   as in the paper's implementation details. The same Φ is the predictor (on ``x_p``) and the
@@ -14,13 +14,15 @@ mask`` writes them into a run folder (``masker.safetensors`` + ``phi.safetensors
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import register_model
 
-__all__ = ["MaskerUNet", "TaskClassifier", "topk_mask", "topk_select"]
+__all__ = ["GATES", "Z_OFF", "MaskerUNet", "TaskClassifier", "mask_gate", "topk_mask", "topk_select"]
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -34,15 +36,41 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+#: soft-mask gates: the paper's sigmoid (never 0), or a sigmoid stretched to (-STRETCH, 1 + STRETCH)
+#: and clipped to [0, 1] (hard-concrete style, Louizos et al. 2018), exactly 0 for z <= Z_OFF
+GATES = ("sigmoid", "stretched")
+STRETCH = 0.1
+#: the logit at and below which the stretched gate is exactly 0
+Z_OFF = math.log(STRETCH / (1.0 + STRETCH))
+
+
+def mask_gate(z: Tensor, gate: str = "sigmoid", straight_through: bool = False) -> Tensor:
+    """The soft mask ``m`` in [0, 1] from the masker's logits ``z`` (any shape). ``straight_through``
+    (stretched gate): the same values, but the gradient passes the clip as if it were not there, so a
+    pixel at exactly 0 can still be pulled back up."""
+    m = torch.sigmoid(z)
+    if gate == "stretched":
+        u = m * (1.0 + 2.0 * STRETCH) - STRETCH
+        m = u.clamp(0.0, 1.0)
+        if straight_through:
+            m = m.detach() + u - u.detach()
+    return m
+
+
 class MaskerUNet(nn.Module):
-    """U-Net masker: ``(B, in_ch, S, S)`` -> soft mask ``(B, 1, S, S)`` in (0, 1).
+    """U-Net masker: ``(B, in_ch, S, S)`` -> soft mask ``(B, 1, S, S)`` in (0, 1) (``gate="sigmoid"``,
+    the paper) or [0, 1] (``"stretched"``: exactly 0 wherever the logit is <= ``Z_OFF``).
 
     S must be divisible by ``2**depth``. ``base`` channels at full resolution, doubled per level.
+    ``straight_through`` (set by the trainer, training mode only): see :func:`mask_gate`.
     """
 
-    def __init__(self, in_ch: int = 3, base: int = 16, depth: int = 3) -> None:
+    def __init__(self, in_ch: int = 3, base: int = 16, depth: int = 3, gate: str = "sigmoid") -> None:
         super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"gate {gate!r}: one of {GATES}")
         self.depth = depth
+        self.gate = gate
         chs = [base * 2**i for i in range(depth + 1)]
         self.inc = _double_conv(in_ch, chs[0])
         self.downs = nn.ModuleList(_double_conv(chs[i], chs[i + 1]) for i in range(depth))
@@ -51,15 +79,21 @@ class MaskerUNet(nn.Module):
         )
         self.up_convs = nn.ModuleList(_double_conv(2 * chs[i], chs[i]) for i in reversed(range(depth)))
         self.out = nn.Conv2d(chs[0], 1, 1)
+        self.straight_through = False
 
     def forward(self, x: Tensor) -> Tensor:
+        return mask_gate(self.logits(x), self.gate, self.straight_through and self.training)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The mask's logits ``z`` ``(B, 1, S, S)`` (``m = mask_gate(z, self.gate)``): for the stretched
+        gate they also rank the pixels that are all exactly 0 in ``m``."""
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(F.max_pool2d(skips[-1], 2)))
         h = skips.pop()
         for up, conv in zip(self.ups, self.up_convs, strict=True):
             h = conv(torch.cat([up(h), skips.pop()], dim=1))
-        return torch.sigmoid(self.out(h))
+        return self.out(h)
 
 
 class TaskClassifier(nn.Module):
@@ -91,16 +125,21 @@ class TaskClassifier(nn.Module):
         return self.head(self.dense(self.features(x).flatten(1)))
 
 
-def topk_select(m: Tensor, keep: float, straight_through: bool = False) -> Tensor:
+def topk_select(
+    m: Tensor, keep: float, straight_through: bool = False, score: Tensor | None = None
+) -> Tensor:
     """The top-K% indicator of each mask: ``(B, 1, H, W)`` with exactly ``round(keep/100 * H*W)``
     (at least 1) ones per image (ties broken by index), zeros elsewhere.
 
     With ``straight_through`` the forward value is the same, and the backward pass treats the
     indicator as ``sigmoid((m - t) / tau)`` (t: the K-th largest value, tau: half the mask's standard
     deviation), so a loss can move pixels into or out of the selection.
+
+    ``score`` (same shape as m, e.g. the logits of a stretched-gate mask): rank and relax by it
+    instead of m; it must order the pixels as m does wherever m's values differ.
     """
     b = m.shape[0]
-    flat = m.reshape(b, -1)
+    flat = (m if score is None else score).reshape(b, -1)
     k = max(1, min(flat.shape[1], round(keep / 100.0 * flat.shape[1])))
     top = flat.topk(k, dim=1)
     sel = torch.zeros_like(flat).scatter_(1, top.indices, 1.0)
@@ -123,9 +162,9 @@ def topk_mask(m: Tensor, keep: float) -> Tensor:
 
 
 @register_model("mask-unet", weights="learned-mask-unet", family="learned-mask")
-def mask_unet(in_ch: int = 3, base: int = 16, depth: int = 3) -> MaskerUNet:
-    """The paper-003 masker (U-Net, sigmoid soft mask)."""
-    return MaskerUNet(in_ch=in_ch, base=base, depth=depth)
+def mask_unet(in_ch: int = 3, base: int = 16, depth: int = 3, gate: str = "sigmoid") -> MaskerUNet:
+    """The paper-003 masker (U-Net; sigmoid soft mask, or the stretched gate)."""
+    return MaskerUNet(in_ch=in_ch, base=base, depth=depth, gate=gate)
 
 
 @register_model("mask-phi", weights="learned-mask-phi", family="learned-mask")

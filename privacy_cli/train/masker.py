@@ -6,9 +6,12 @@ the same network Φ. Training repeats 3 predictor steps (cross-entropy on the ta
 Φ updated) and 1 obfuscator step (cross-entropy between Φ(x_o) and the uniform distribution; masker
 only). ``adversarial=False`` drops the obfuscator step (the paper's non-adversarial baseline).
 
-Two additions (docs/methods.md has the measurements): the obfuscator step also minimises a remainder
-term in logit space (``rest_weight``, default 1; 0 is the paper's loss) that pushes the soft mask
-outside the top K% towards 0; ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
+Additions (docs/methods.md has the measurements): adversarial runs use by default a stretched,
+clipped sigmoid gate (``gate``; m exactly 0 below a logit, the top K% ranked by the logit) and a
+remainder term in logit space in every masker update (``rest_weight``, default 3; 0 is the paper's
+loss) that pushes the soft mask outside the top K% (and the lowest ``rest_margin`` of it) to 0,
+ramped up over ``rest_ramp`` epochs: together they make x_o exactly 0, the only x_o in which a fresh
+adversary found nothing. ``adversary="separate"`` replaces the shared Φ as the reader of x_o by
 its own network, trained every step on x_o as stored (8-bit), with masker and Φ updated every step
 on the predictor loss plus that adversary's cross-entropy to uniform.
 
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, UsageError, WeightsError
-from ..models.masker import MaskerUNet, TaskClassifier, topk_select
+from ..models.masker import GATES, Z_OFF, MaskerUNet, TaskClassifier, mask_gate, topk_select
 
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "config.json"
@@ -63,7 +66,12 @@ class MaskTrainConfig:
     face_scale: float = 1.6  # face crop side = face_scale x detector box's longer side
     adversarial: bool = True
     adversary: str = "shared"  # who reads x_o: the "shared" Φ (the paper) or a "separate" network
-    rest_weight: float = 1.0  # weight of the remainder term (logit space) in the obfuscation loss
+    rest_weight: float = 3.0  # weight of the remainder term (logit space) in every masker update
+    # soft-mask gate: "sigmoid" (the paper), "stretched" (can be exactly 0), "auto": stretched when
+    # adversarial, the paper's sigmoid for the non-adversarial baseline
+    gate: str = "auto"
+    rest_ramp: float = 8.0  # epochs over which the remainder term's weight ramps up linearly from 0
+    rest_margin: float = 0.1  # the remainder term also pushes the lowest rest_margin of the top K% to 0
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -114,8 +122,19 @@ def check_config(c: MaskTrainConfig) -> None:
         raise UsageError(f"--adversary {c.adversary!r}: use {' or '.join(ADVERSARIES)}")
     if c.rest_weight < 0:
         raise UsageError(f"--rest-weight {c.rest_weight}: >= 0")
+    if c.gate != "auto" and c.gate not in GATES:
+        raise UsageError(f"--gate {c.gate!r}: use auto, {' or '.join(GATES)}")
+    if not 0 <= c.rest_ramp < 1e6:
+        raise UsageError(f"--rest-ramp {c.rest_ramp}: epochs >= 0")
     if c.epochs < 1 or c.batch_size < 2 or c.lr <= 0 or c.patience < 0 or c.face_scale <= 0:
         raise UsageError("epochs >= 1, batch size >= 2, lr > 0, patience >= 0 and face scale > 0 are needed")
+
+
+def resolved_gate(c: MaskTrainConfig) -> str:
+    """The masker's gate for ``c``: ``c.gate``, or for "auto" stretched (adversarial) / sigmoid."""
+    if c.gate != "auto":
+        return c.gate
+    return "stretched" if c.adversarial else "sigmoid"
 
 
 def _normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -142,42 +161,59 @@ class MaskTrainer:
         torch.manual_seed(c.seed)
         self.c = c
         self.device = device
-        self.masker = MaskerUNet(base=c.base).to(device)
+        self.gate = resolved_gate(c)
+        self.masker = MaskerUNet(base=c.base, gate=self.gate).to(device)
+        self.masker.straight_through = True  # a stretched-gate pixel at 0 can still be pulled back up
         self.phi = TaskClassifier(classes=classes, size=c.size).to(device)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
         self.opt_pred = torch.optim.Adam([*self.masker.parameters(), *self.phi.parameters()], lr=c.lr)
         self.opt_obf = torch.optim.Adam(self.masker.parameters(), lr=c.lr)
         self.adv: TaskClassifier | None = None
+        self.progress = 0.0  # epochs done, fractional (set by fit before each step)
         self.opt_adv: torch.optim.Optimizer | None = None
         if c.adversarial and c.adversary == "separate":
             self.adv = TaskClassifier(classes=classes, size=c.size).to(device)
             self.opt_adv = torch.optim.Adam(self.adv.parameters(), lr=c.lr)
 
     def mask(self, x01: Tensor) -> tuple[Tensor, Tensor]:
-        """Soft mask ``m`` (B, 1, S, S) in (0, 1) and its logit ``z`` (``m = sigmoid(z)``)."""
-        got: dict[str, Tensor] = {}
-        hook = self.masker.out.register_forward_hook(lambda _mod, _inp, out: got.__setitem__("z", out))
-        try:
-            m = self.masker(_normalise(x01, self.mean, self.std))
-        finally:
-            hook.remove()
-        return m, got["z"]
+        """Soft mask ``m`` (B, 1, S, S) in [0, 1] and its logit ``z`` (``m = mask_gate(z, gate)``)."""
+        z = self.masker.logits(_normalise(x01, self.mean, self.std))
+        return mask_gate(z, self.gate, self.masker.straight_through and self.masker.training), z
+
+    def select(self, m: Tensor, z: Tensor, straight_through: bool = False) -> Tensor:
+        """The top-K% indicator of ``m`` (see :func:`~privacy_cli.models.masker.topk_select`); with the
+        stretched gate ranked and relaxed by the logits ``z``, which also order the pixels at m = 0
+        (and keep the straight-through gradient alive there)."""
+        return topk_select(m, self.c.keep, straight_through, z if self.gate == "stretched" else None)
+
+    def rest_scale(self) -> float:
+        """Weight of the remainder term now: ``rest_weight``, ramped up linearly from 0 over the first
+        ``rest_ramp`` epochs (0 without the obfuscator). In epochs, not as a share of the run, so that
+        a resumed run with more epochs continues the same schedule."""
+        if not self.c.adversarial:
+            return 0.0
+        ramp = 1.0 if self.c.rest_ramp <= 0 else min(1.0, self.progress / self.c.rest_ramp)
+        return self.c.rest_weight * ramp
 
     def split(self, x01: Tensor, straight_through: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """``(m, x_p, x_o)`` for images ``x01`` (B, 3, S, S) in [0, 1]: ``x_p = m_topK * x``,
         ``x_o = (m - m_topK) * x``. ``straight_through``: gradients also reach the top-K selection
         (:func:`~privacy_cli.models.masker.topk_select`); forward values are the same."""
-        m = self.masker(_normalise(x01, self.mean, self.std))
-        mk = m * topk_select(m, self.c.keep, straight_through)
+        m, z = self.mask(x01)
+        mk = m * self.select(m, z, straight_through)
         return m, mk * x01, (m - mk) * x01
 
     def predictor_step(self, x01: Tensor, y: Tensor) -> dict[str, float]:
         self.masker.train()
         self.phi.train()
-        _m, xp, xo = self.split(x01, straight_through=True)
-        logits = self.phi(xp)
+        m, z = self.mask(x01)
+        sel = self.select(m, z, straight_through=True)
+        logits = self.phi(m * sel * x01)
         loss = F.cross_entropy(logits, y)
+        w = self.rest_scale()
+        if w > 0:  # the remainder term is part of every masker update (adversarial runs)
+            loss = loss + w * self.rest_term(z, sel)
         self.opt_pred.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_pred.step()
@@ -193,13 +229,13 @@ class MaskTrainer:
             # x_o = (m - m_topK) * x = m * (1 - sel) * x. The loss reaches the masker through the
             # selection (straight-through, see topk_select), not through the soft values: otherwise the
             # cheapest way to hide the task from x_o is to dim it there rather than to reveal it.
-            sel = topk_select(m, self.c.keep, straight_through=True)
+            sel = self.select(m, z, straight_through=True)
             xo = m.detach() * (1.0 - sel) * x01
             logits = self.obfuscator(xo)
             loss = -F.log_softmax(logits, dim=1).mean(dim=1).mean()
             rest = self.rest_term(z, sel)
             self.opt_obf.zero_grad(set_to_none=True)
-            (loss + self.c.rest_weight * rest).backward()
+            (loss + self.rest_scale() * rest).backward()
             self.opt_obf.step()
         finally:
             self.phi.requires_grad_(True)
@@ -209,12 +245,19 @@ class MaskTrainer:
             "acc_o": float((logits.argmax(1) == y).float().mean()),
         }
 
-    @staticmethod
-    def rest_term(z: Tensor, sel: Tensor) -> Tensor:
+    def rest_term(self, z: Tensor, sel: Tensor) -> Tensor:
         """Remainder term in logit space: mean over all pixels of ``relu(z - Z_ZERO)`` outside the top
         K% (``sel`` 0), i.e. a constant push on every hidden pixel whose x_o would survive 8-bit
         rounding, and none once it cannot."""
-        return (F.relu(z - Z_ZERO) * (1.0 - sel.detach())).mean()
+        if self.c.rest_margin > 0:  # a margin: the lowest of the top K% too, see rest_margin
+            sel = topk_select(z, self.c.keep * (1.0 - self.c.rest_margin))
+        return (F.relu(z - self.z_zero) * (1.0 - sel.detach())).mean()
+
+    @property
+    def z_zero(self) -> float:
+        """The logit below which a hidden pixel is 0 in an 8-bit x_o: ``Z_ZERO`` (sigmoid), or half a
+        logit inside the stretched gate's exact zero (``Z_OFF - 0.5``)."""
+        return Z_OFF - 0.5 if self.gate == "stretched" else Z_ZERO
 
     def adversary_step(self, xo: Tensor, y: Tensor) -> dict[str, float]:
         """The separate adversary learns to read the task from ``xo`` (x_o as stored, 8-bit; no
@@ -241,7 +284,7 @@ class MaskTrainer:
         self.masker.train()
         self.phi.train()
         m, z = self.mask(x01)
-        sel = topk_select(m, self.c.keep, straight_through=True)
+        sel = self.select(m, z, straight_through=True)
         logs = self.adversary_step(stored(m * (1.0 - sel) * x01), y)
         m_lin = m.detach() + LOGIT_GAIN * (z - z.detach())
         xo = stored(m_lin * (1.0 - sel) * x01)
@@ -253,7 +296,7 @@ class MaskTrainer:
             loss_o = -F.log_softmax(lo, dim=1).mean(dim=1).mean()
             rest = self.rest_term(z, sel)
             self.opt_pred.zero_grad(set_to_none=True)
-            (loss_p + loss_o + self.c.rest_weight * rest).backward()
+            (loss_p + loss_o + self.rest_scale() * rest).backward()
             self.opt_pred.step()
         finally:
             self.adv.requires_grad_(True)
@@ -444,7 +487,8 @@ def fit(
         # who read x_o in the obfuscator step (None: no obfuscator step)
         "adversary": c.adversary if c.adversarial else None,
         "rest_weight": c.rest_weight if c.adversarial else None,
-        "masker": {"arch": "mask-unet", "base": c.base, "depth": 3},
+        "rest_ramp": c.rest_ramp if c.adversarial else None,
+        "masker": {"arch": "mask-unet", "base": c.base, "depth": 3, "gate": tr.gate},
         "phi": {"arch": "mask-phi", "classes": len(classes), "size": c.size},
         "train": c.to_json(),
         "images": {"train": int(len(train.y)), "val": int(len(val.y))},
@@ -482,6 +526,7 @@ def fit(
                 for b in range(steps_per_epoch):
                     idx = np.sort(order[b * c.batch_size : (b + 1) * c.batch_size])
                     x01, y = _to_tensors(train.x[idx], train.y[idx], device)
+                    tr.progress = epoch + b / steps_per_epoch
                     obf = c.adversarial and state["step"] % (PREDICTOR_STEPS + 1) == PREDICTOR_STEPS
                     if tr.adv is not None:
                         logs = tr.separate_step(x01, y)
@@ -548,6 +593,7 @@ def load_run(run_dir: Path, device: Any = "cpu") -> MaskTrainer:
         keep=info.keep,
         size=info.size,
         base=info.base,
+        gate=str(cfg["masker"].get("gate", "sigmoid")),  # runs from before the gate option: sigmoid
         adversarial=bool(cfg.get("adversarial", True)),
         adversary=cfg.get("adversary") or "shared",  # runs from before the separate adversary: shared
         rest_weight=float(cfg.get("rest_weight") or 0.0),
@@ -640,8 +686,8 @@ def split_images(
     ms, tops, xos = [], [], []
     for i in range(0, len(x), batch):
         x01, _ = _to_tensors(x[i : i + batch], np.zeros(len(x[i : i + batch])), tr.device)
-        m = tr.masker(_normalise(x01, tr.mean, tr.std))
-        sel = topk_select(m, tr.c.keep)
+        m, z = tr.mask(x01)
+        sel = tr.select(m, z)
         xo = m * (1.0 - sel) * x01
         ms.append(m[:, 0].cpu().numpy())
         tops.append(sel[:, 0].cpu().numpy() > 0.5)
