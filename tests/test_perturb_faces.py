@@ -121,3 +121,24 @@ def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
     print(summary)
     assert evaded / len(names) >= 0.9, summary
     assert min(psnrs) >= 35, summary
+
+
+def test_mtcnn_margin_agrees_with_success(subset):
+    """The mtcnn target's margin is > 0 exactly when it reports success, also when the detector
+    misses a face O-Net alone would still keep (img13 shrunk below the detector's 36-px minimum
+    face: no face found, O-Net at the shrunk original box still > 0.7)."""
+    from PIL import Image
+
+    from privacy_cli.attack.targets import MtcnnState, MtcnnTarget
+
+    target = MtcnnTarget()
+    im = Image.open(subset / "img13.jpg")
+    state = target.setup(np.array(im))
+    assert len(state.boxes) == 1
+    seen = set()
+    for f in (1.0, 0.2, 0.1):
+        small = np.array(im.resize((round(im.width * f), round(im.height * f)), Image.BILINEAR))
+        verdict = target.judge(small, MtcnnState(state.boxes * f, state.scores, small.shape[1::-1]))
+        assert (verdict["margin"] > 0) == verdict["success"], (f, verdict)
+        seen.add((verdict["success"], verdict["onet_at_original"] >= target.threshold))
+    assert (False, True) in seen and (True, True) in seen, seen

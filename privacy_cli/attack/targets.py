@@ -39,6 +39,10 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # MTCNN: detector evasion
 
 
+#: margin reported for an MTCNN evasion where O-Net alone would still keep the original box
+MIN_EVADED_MARGIN = 1e-4
+
+
 @dataclass
 class MtcnnState:
     """Faces MTCNN found in the original: (N, 4) boxes (x0, y0, x1, y1) in pixels, and scores."""
@@ -57,8 +61,10 @@ class MtcnnTarget:
     whichever of its two stages is closer to rejecting it. Judge: the real detector
     (:class:`~privacy_cli.detect.faces.MTCNNFaceDetector` on onnxruntime, the ``faces-mtcnn`` path
     of ``privpix detect``, default threshold 0.7) on the image; success when it finds no face at
-    all (where it found one before); margin = threshold - the highest score left (detections, or
-    O-Net at the original face boxes), > 0 when evaded.
+    all (where it found one before). margin > 0 exactly when evaded: if the detector still finds
+    a face, threshold - its highest score (<= 0); if not, threshold - O-Net's score at the original
+    face boxes (``onet_at_original``), or :data:`MIN_EVADED_MARGIN` where O-Net alone still scores
+    them above the threshold (the chain was dropped by P-/R-Net or by box geometry).
     """
 
     name = "mtcnn"
@@ -103,10 +109,16 @@ class MtcnnTarget:
         after = np.array([r.box for r in found], np.float64).reshape(-1, 4)
         scores = np.array([r.score for r in found], np.float64)
         hits = (_overlap(after, state.boxes) > 0.3).any(1) if len(state.boxes) else np.zeros(len(after), bool)
-        left = list(scores) + list(self.onet_scores(image, state.boxes))
+        onet = float(max(self.onet_scores(image, state.boxes), default=0.0))
+        success = bool(not len(state.boxes) or not len(after))
+        if not success:  # a detection scores >= threshold, so margin <= 0
+            margin = self.threshold - float(scores.max())
+        else:  # O-Net may still like the original box when P-/R-Net or box geometry dropped it
+            margin = max(self.threshold - onet, MIN_EVADED_MARGIN)
         return {
-            "success": bool(not len(state.boxes) or not len(after)),
-            "margin": round(float(self.threshold - max(left, default=0.0)), 4),
+            "success": success,
+            "margin": round(float(margin), 4),
+            "onet_at_original": round(onet, 4),
             "faces_before": int(len(state.boxes)),
             "faces_after": int(len(after)),
             "original_faces_found": int(hits.sum()),
