@@ -155,8 +155,9 @@ RANDOM_LABEL = "timing only, random weights: outputs are meaningless"
 PE_BETA = 0.0  # beta of the random Private-Encoder checkpoint (privacy_0.pt)
 
 
-def _weights_env(wdir: Path) -> None:
-    """Point privpix at ``wdir`` only (offline, no HF cache); call before importing privacy_cli."""
+def offline_weights_env(wdir: Path) -> None:
+    """Point privpix at ``wdir`` only (offline, no HF cache); call before importing privacy_cli (also used by
+    bench_gpu_batch.py)."""
     os.environ["PRIVPIX_WEIGHTS_DIR"] = str(wdir)
     os.environ["HF_HUB_CACHE"] = str(wdir / "hf")
     os.environ["PRIVPIX_OFFLINE"] = "1"
@@ -170,7 +171,7 @@ def make_random_checkpoints(wdir: Path) -> None:
     "opts"}``, StyleGAN2 1024), ``private-encoder/privacy_0.pt`` (the same with pSp's GradualStyleEncoder
     and ``opts.target_id``) and ``arcface-ir-se50.pth`` (model_ir_se50.pth: a plain state_dict).
     Existing files are kept. Run in a child process so the timed process's RSS excludes it."""
-    _weights_env(wdir)
+    offline_weights_env(wdir)
     import torch
 
     from privacy_cli.methods import deidentify as d
@@ -213,7 +214,7 @@ def random_weights_bench(args: argparse.Namespace) -> None:
     """Seconds per face and peak RSS of latent / private-encoder with random full-size weights."""
     wdir = args.random_weights.resolve()
     subprocess.run([sys.executable, __file__, "--make-random-weights", str(wdir)], check=True)
-    _weights_env(wdir)
+    offline_weights_env(wdir)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -48,20 +48,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_deidentify import offline_weights_env  # noqa: E402 - benchmarks/ is on sys.path
+
 METHODS = ("stylize", "deidentify", "erase")
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _weights_env(wdir: Path) -> None:
-    """Point privpix at ``wdir`` only (offline); call before privacy_cli reads its settings."""
-    os.environ["PRIVPIX_WEIGHTS_DIR"] = str(wdir)
-    os.environ["HF_HUB_CACHE"] = str(wdir / "hf")
-    os.environ["PRIVPIX_OFFLINE"] = "1"
-    for var in ("HF_HUB_OFFLINE", "PRIVPIX_WEIGHTS_TOML", "HF_HOME"):
-        os.environ.pop(var, None)
 
 
 def make_weights(wdir: Path, methods: list[str], style: str, pe_size: int) -> None:
@@ -302,7 +295,7 @@ def main() -> None:
     pe_size = args.pe_size or (1024 if cuda else 64)
     methods = [m for m in args.methods.split(",") if m]
     tmp = Path(tempfile.mkdtemp(prefix="privpix-bench-batch-"))
-    _weights_env(tmp / "weights")
+    offline_weights_env(tmp / "weights")
     os.environ["PRIVPIX_CROSS_BATCH"] = "1"  # group forwards on CPU too (CUDA groups by default)
 
     import torch
