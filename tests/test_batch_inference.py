@@ -220,7 +220,26 @@ def test_staged_model_stage_computes_the_ray_batch_together(gan_weights, tmp_pat
 # deidentify private-encoder (faces of all images) and erase big-lama (crops of equal size)
 
 
-def test_private_encoder_faces_of_all_images_in_one_forward(wenv, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+@pytest.fixture
+def count_forwards(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Call it to start recording the sample count of every network call made through
+    ``batching.run_chunked`` (grouped or alone); returns the list it appends to."""
+
+    def start() -> list[int]:
+        calls: list[int] = []
+        real = batching.run_chunked
+
+        def counted(fn, args, limit):  # noqa: ANN001, ANN202
+            calls.append(int(args[0].shape[0]))
+            return real(fn, args, limit)
+
+        monkeypatch.setattr(batching, "run_chunked", counted)
+        return calls
+
+    return start
+
+
+def test_private_encoder_faces_of_all_images_in_one_forward(wenv, count_forwards) -> None:  # noqa: ANN001
     from privacy_cli.faceid import default_recognizer
     from privacy_cli.methods import deidentify as d
     from privacy_cli.models.psp import PSPPipeline
@@ -240,14 +259,7 @@ def test_private_encoder_faces_of_all_images_in_one_forward(wenv, monkeypatch: p
         cases.append((rgb, mask))
     run = partial(d.deidentify, model="private-encoder", beta=0.2, judge=False)
     alone = [run(rgb, mask)[0] for rgb, mask in cases]
-    calls: list[int] = []
-    real = batching.run_chunked
-
-    def counted(fn, args, limit):  # noqa: ANN001, ANN202
-        calls.append(int(args[0].shape[0]))
-        return real(fn, args, limit)
-
-    monkeypatch.setattr(batching, "run_chunked", counted)
+    calls = count_forwards()
     together = batching.run_together([partial(run, rgb, mask) for rgb, mask in cases])
     assert all(np.array_equal(a, t[0]) for a, t in zip(alone, together, strict=True))  # CPU: same bytes
     assert calls == [1, 1]
@@ -261,7 +273,7 @@ def test_private_encoder_faces_of_all_images_in_one_forward(wenv, monkeypatch: p
     d._PSP_CACHE.clear()
 
 
-def test_big_lama_crops_of_equal_size_in_one_forward(wenv, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_big_lama_crops_of_equal_size_in_one_forward(wenv, count_forwards) -> None:  # noqa: ANN001
     from privacy_cli.methods import erase as erase_mod
     from privacy_cli.models import build_model
 
@@ -277,14 +289,7 @@ def test_big_lama_crops_of_equal_size_in_one_forward(wenv, monkeypatch: pytest.M
     mask = np.zeros((96, 96), np.float32)
     mask[30:60, 35:65] = 1.0
     alone = [erase_mod.erase(p, mask, model="big-lama")[0] for p in photos]
-    calls: list[int] = []
-    real = batching.run_chunked
-
-    def counted(fn, args, limit):  # noqa: ANN001, ANN202
-        calls.append(int(args[0].shape[0]))
-        return real(fn, args, limit)
-
-    monkeypatch.setattr(batching, "run_chunked", counted)
+    calls = count_forwards()
     with batching.cross_batch(True):
         grouped = batching.run_together([partial(erase_mod.erase, p, mask, model="big-lama") for p in photos])
     assert calls == [3]
