@@ -134,41 +134,7 @@ def iter_pipelined(jobs: Sequence[Job], stages: Stages, workers: int = 1) -> Ite
     (``workers`` threads) and encoding (one thread) overlap. At most ``workers + 2 * AHEAD`` images are
     in flight (decoded, computing, or waiting to be encoded), so memory stays bounded. Failures are
     error Results (:func:`run_one`); an image whose decode or compute failed is never encoded."""
-    todo = iter(jobs)
-    window = max(1, workers) + 2 * AHEAD
-    flight: deque[tuple[Future, Future, Future]] = deque()  # (decode, compute, encode) per image
-
-    def chain(job: Job, decoded: Future) -> Any:
-        d = decoded.result()
-        if isinstance(d, Result):  # planning error, skip, or a decode failure
-            return d
-        return run_one(job, lambda j, d=d: stages.compute(j, d))  # type: ignore[misc]
-
-    def finish(job: Job, computed: Future) -> Result:
-        c = computed.result()
-        return c if isinstance(c, Result) else run_one(job, lambda _j, c=c: stages.encode(c))
-
-    with (
-        ThreadPoolExecutor(1, "privpix-decode") as dec,
-        ThreadPoolExecutor(max(1, workers), "privpix-compute") as comp,
-        ThreadPoolExecutor(1, "privpix-encode") as enc,
-    ):
-        try:
-            while True:
-                while len(flight) < window:
-                    job = next(todo, None)
-                    if job is None:
-                        break
-                    decoded = dec.submit(run_one, job, stages.decode)
-                    computed = comp.submit(chain, job, decoded)
-                    flight.append((decoded, computed, enc.submit(finish, job, computed)))
-                if not flight:
-                    return
-                yield flight.popleft()[2].result()
-        finally:  # an interrupt: drop what has not started (a running write still completes atomically)
-            for futures in flight:
-                for f in futures:
-                    f.cancel()
+    return _iter_groups(jobs, stages, 1, max(1, workers) + 2 * AHEAD, workers)
 
 
 def iter_batched(jobs: Sequence[Job], stages: Stages, batch: int, workers: int = 1) -> Iterator[Result]:
@@ -177,8 +143,17 @@ def iter_batched(jobs: Sequence[Job], stages: Stages, batch: int, workers: int =
     next groups decode in a thread and finished images encode in another while a group computes
     (``workers`` groups at once). At most ``workers + 1`` groups are in flight (bounded memory:
     about ``(workers + 1) * batch`` decoded images). Failures are per image (:func:`run_one`)."""
+    return _iter_groups(jobs, stages, batch, max(1, workers) + 1, workers)
+
+
+def _iter_groups(
+    jobs: Sequence[Job], stages: Stages, size: int, window: int, workers: int
+) -> Iterator[Result]:
+    """The pipeline of :func:`iter_pipelined` (``size`` 1) and :func:`iter_batched`: groups of ``size``
+    jobs, each decoded image by image (one thread), computed with :meth:`Stages.compute_many` (one
+    image: exactly ``stages.compute`` through :func:`run_one`; ``workers`` threads) and encoded image by
+    image (one thread); at most ``window`` groups in flight; results in input order."""
     todo = iter(jobs)
-    window = max(1, workers) + 1
     flight: deque[tuple[list[Future], Future, list[Future]]] = deque()  # (decodes, compute, encodes)
 
     def chain(group: list[Job], decoded: list[Future]) -> list[Any]:
@@ -196,7 +171,7 @@ def iter_batched(jobs: Sequence[Job], stages: Stages, batch: int, workers: int =
         try:
             while True:
                 while len(flight) < window:
-                    group = list(islice(todo, batch))
+                    group = list(islice(todo, size))
                     if not group:
                         break
                     decoded = [dec.submit(run_one, j, stages.decode) for j in group]
