@@ -99,13 +99,12 @@ def run_one(job: Job, fn: Callable[[Job], Result]) -> Result:
     except Exception as e:  # unexpected: still one line, the batch goes on, nothing written
         if DEBUG:
             traceback.print_exc()
-        return Result(
-            str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
-        )
+        return _as_result(job, e)
 
 
 def _as_result(job: Job, e: BaseException) -> Result:
-    """An exception that escaped :func:`run_one` (only a BaseException can) as the image's error."""
+    """An unexpected exception as the image's one-line error Result (in :func:`run_one`, and for a
+    BaseException that escaped it)."""
     return Result(
         str(job.input), None, "error", error=f"{job.input}: internal error ({type(e).__name__}: {e})"
     )
