@@ -510,3 +510,56 @@ def test_face_regions_carry_an_ellipse_that_contains_the_inscribed_ellipse():
     regions.extend([faces.Region("face", box, polygon=list(map(tuple, poly)))])
     mask = regions.to_mask(face_scale=1.3)
     assert mask[100, 140] == 1 and mask[50, 100] == 0 and mask[100, 88] == 1  # centre, box corner, 1.3x side
+
+
+def test_concurrent_calls_find_what_sequential_calls_find(astronaut_face) -> None:
+    """One detector instance serves every ``--workers`` thread: the default faces + text detection of
+    several images at once (no lock around the text detector's sessions any more; the faces
+    detector picks its turned passes per call) must return exactly what one call at a time returns.
+    The images mix an upright face, the same face upside down (no upright face: turned passes run),
+    rendered text, and a blank image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    face = cv2.resize(astronaut_face, (240, 240), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 200, np.uint8)
+    canvas[120:360, 40:280] = face
+    cv2.putText(canvas, "Jane Roe 0151 2345678", (300, 240), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 2)
+    images = [canvas, np.ascontiguousarray(np.rot90(canvas, 2)), np.full((300, 400, 3), 128, np.uint8)]
+    images = images * 2
+
+    def key(img: np.ndarray) -> list[tuple]:
+        return sorted(
+            (r.kind, tuple(round(v, 3) for v in r.box), round(float(r.score or 0), 4), r.category)
+            for r in detect(img, "faces,text")
+        )
+
+    alone = [key(img) for img in images]
+    assert any(k[0] == "face" for k in alone[0]) and any(k[0] == "text" for k in alone[0])
+    assert any(k[0] == "face" for k in alone[1])  # found by a turned pass
+    assert alone[2] == []
+    with ThreadPoolExecutor(len(images)) as pool:
+        together = list(pool.map(key, images))
+    assert together == alone
+
+
+def test_sessions_share_the_cores_a_folder_job_gives_each_image(monkeypatch) -> None:
+    """``OMP_NUM_THREADS`` (set by a folder job to cores / --workers, and by Ray to an actor's CPUs)
+    caps the onnxruntime threads of one image's sessions: without it, --workers 8 on 16 cores ran
+    8 images x 2 face sessions x 8 threads, and the text detector one thread per core each."""
+    from privacy_cli.detect import ort, ppocr
+
+    monkeypatch.setattr(ort, "usable_cores", lambda: 16)
+    monkeypatch.setattr(ort.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ort.thread_budget() == 16 and ort.share_threads(2) == 8
+    for value, budget in (("4", 4), ("1", 1), ("64", 16), ("x", 16), ("0", 16)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert ort.thread_budget() == budget
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert ort.share_threads(2) == 2 and ort.share_threads(8) == 1
+    # a session asked for the default (0) threads gets the budget when it is below the machine's
+    # cores (onnxruntime's own default would start one pinned thread per core, whatever the budget)
+    engine = ppocr.PPOCR(device="cpu", threads=0)
+    assert engine.session("det").get_session_options().intra_op_num_threads == 4
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert ppocr.PPOCR(device="cpu").session("det").get_session_options().intra_op_num_threads == 0

@@ -687,7 +687,10 @@ class FaceDetector:
             return []
         boxes, scores, sure, turns = self._pass(image, True, self.cf_pixels)
         todo = sorted(set(turns[turns > 0].tolist())) if len(boxes) else [1, 2, 3]
-        self.last_turns = todo if self.rotations else []
+        # a local: one detector serves every --workers thread, and another image's call must not
+        # change which turned passes this one runs (last_turns is for inspection only)
+        turned = todo if self.rotations else []
+        self.last_turns = turned
         # Merge order: MTCNN's boxes (found directly or by _reframe), CenterFace's upright faces,
         # the turned passes, then CenterFace's sideways/upside-down boxes: a face is boxed by the
         # pass that saw it upright where there is one (CenterFace's box for a face on its side is
@@ -696,7 +699,7 @@ class FaceDetector:
         order = [np.flatnonzero(sure), np.flatnonzero(~sure & (turns == 0))]
         all_boxes = [boxes[i] for i in order]
         all_scores = [scores[i] for i in order]
-        for k in self.last_turns:
+        for k in turned:
             b, s, _, _ = self._pass(np.ascontiguousarray(np.rot90(image, k)), False, self.rot_pixels)
             if len(b):
                 all_boxes.append(_unrotate_boxes(b, k, w, h))

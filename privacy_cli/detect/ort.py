@@ -69,10 +69,24 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def thread_budget() -> int:
+    """Intra-op threads one image's sessions may use in all: the usable cores, or fewer when
+    ``OMP_NUM_THREADS`` says so. The local engine sets it to cores / ``--workers`` for a folder job
+    (:func:`privacy_cli.cli.batch.run_jobs`) and Ray sets it to an actor's CPUs, so several images
+    at once share the cores instead of each starting a thread per core (``--workers 8`` on 16 cores
+    ran 8 images x 2 sessions x 8 threads before)."""
+    cores = usable_cores()
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "") or 0)
+    except ValueError:
+        omp = 0
+    return max(1, min(cores, omp)) if omp > 0 else cores
+
+
 def share_threads(parts: int) -> int:
-    """Intra-op threads for each of ``parts`` sessions that run at the same time: the usable cores
-    split evenly, at least one each."""
-    return max(1, usable_cores() // max(1, int(parts)))
+    """Intra-op threads for each of ``parts`` sessions that run at the same time for one image:
+    :func:`thread_budget` split evenly, at least one each."""
+    return max(1, thread_budget() // max(1, int(parts)))
 
 
 def providers(device: str | None) -> list[str]:
@@ -116,12 +130,17 @@ def detector_device(device: str | None) -> str:
 def session(model: Path | bytes, device: str | None = "auto", threads: int = 0) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``model`` (a path or serialized bytes).
 
-    threads: intra-op threads (0 = onnxruntime's default, one per core).
+    threads: intra-op threads (0 = onnxruntime's default, one per physical core of the machine,
+    or :func:`thread_budget` where that is fewer than the machine's cores: ``OMP_NUM_THREADS``,
+    ``taskset`` or a container's CPU set. onnxruntime pins its pool threads to cores of its own
+    choosing, so a process confined to one core still ran the text detector on two).
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not threads and thread_budget() < (os.cpu_count() or 1):
+        threads = thread_budget()
     if threads:
         opts.intra_op_num_threads = int(threads)
     # idle pool threads sleep instead of spinning: spinning burns CPU the rest of a batch job needs

@@ -271,7 +271,8 @@ class PPOCR:
     device: ``"cpu"``, ``"auto"`` or ``"cuda[:N]"`` (:func:`privacy_cli.detect.ort.providers`).
     threads: intra-op threads per session (0 = onnxruntime's default, one per core).
     use_cls: run the angle classifier (flips lines printed upside down before recognition).
-    Calls are serialised per instance (one lock): sessions are shared, buffers are not.
+    Calls from several threads run at once (onnxruntime sessions are thread-safe); a lock guards only
+    the loading of the sessions.
     """
 
     def __init__(self, device: str | None = "cpu", threads: int = 0, use_cls: bool = True) -> None:
@@ -315,8 +316,7 @@ class PPOCR:
         interp = cv2.INTER_AREA if dh * dw < h * w else cv2.INTER_LINEAR
         small = bgr if (dh, dw) == (h, w) else cv2.resize(bgr, (dw, dh), interpolation=interp)
         sess = self.session("det")
-        with self._lock:
-            pred = sess.run(None, {sess.get_inputs()[0].name: _normalise(small)[None]})[0]
+        pred = sess.run(None, {sess.get_inputs()[0].name: _normalise(small)[None]})[0]
         return pred[0, 0]
 
     def detect_boxes(self, bgr: np.ndarray, scale: float) -> list[np.ndarray]:
@@ -355,8 +355,7 @@ class PPOCR:
         for start in range(0, len(order), CLS_BATCH):
             idx = order[start : start + CLS_BATCH]
             batch = np.stack([_resize_line(crops[i], ch, cw)[0] for i in idx])
-            with self._lock:
-                prob = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
+            prob = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
             for i, p in zip(idx, prob, strict=True):
                 if int(np.argmax(p)) == 1 and float(p[1]) > CLS_THRESH:
                     out[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
@@ -377,8 +376,7 @@ class PPOCR:
             max_ratio = max([320 / REC_HEIGHT] + [ratios[i] for i in idx])
             width = int(REC_HEIGHT * max_ratio)
             batch = np.stack([_resize_line(crops[i], REC_HEIGHT, width)[0] for i in idx])
-            with self._lock:
-                pred = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
+            pred = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
             for i, text_score in zip(idx, self._ctc_decode(pred), strict=True):
                 out[i] = text_score
         return out

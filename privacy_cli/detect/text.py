@@ -15,8 +15,6 @@ was found.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..errors import UsageError
@@ -50,8 +48,10 @@ class RapidOCRTextDetector:
 
     text: "all" keeps every line, "pii" only lines with a PII category. min_score: minimum
     recognition confidence in [0, 1]. max_side: long side (px) the image is downscaled to first.
-    threads: onnxruntime intra-op threads (0 = its default, one per core; 1 is faster when the
-    cores are shared with other busy processes: 5.9 s vs 10.0 s for 8 photos on a loaded 2-core box).
+    threads: onnxruntime intra-op threads (0 = its default, one per core, or fewer where
+    ``OMP_NUM_THREADS`` says so, as a folder job with several ``--workers`` sets it; 1 is faster when
+    the cores are shared with other busy processes: 5.9 s vs 10.0 s for 8 photos on a loaded 2-core
+    box). Calls from several threads run at once.
     keep_text: put the recognised string into each Region's ``label``. Off by default: regions end
     up in JSON records and logs, and the text is the personal data being removed (the category says
     what it was).
@@ -85,7 +85,6 @@ class RapidOCRTextDetector:
         self.keep_text = bool(keep_text)
         self._engine = PPOCR(device="cpu", threads=self.threads)
         self._engine.session("det")  # the detector always runs: load it now (a bad install fails here)
-        self._lock = threading.Lock()
 
     def find_lines(self, image: np.ndarray) -> list[np.ndarray]:
         """Text line quads of ``image`` (H, W, 3) uint8 RGB, detection only: (4, 2) float32 corner
@@ -124,12 +123,13 @@ class RapidOCRTextDetector:
         4 corner points (x, y) in original pixels (clipped to the image), its text and confidence
         (lines read with a confidence under :data:`FRAGMENT_SCORE`, or as nothing, are left out)."""
         image = check_image(image)
-        with self._lock:
-            quads = self.find_lines(image)
-            if not quads:
-                return []  # nothing to read: the recogniser never loads
-            bgr = np.ascontiguousarray(image[..., ::-1])
-            read = self._engine.read(bgr, quads)
+        # no lock: onnxruntime sessions run concurrent calls, so the images of --workers threads
+        # are detected at once (serialised, text was the folder job's critical path)
+        quads = self.find_lines(image)
+        if not quads:
+            return []  # nothing to read: the recogniser never loads
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        read = self._engine.read(bgr, quads)
         out = []
         for quad, string, score in read:
             string = str(string).strip()
