@@ -498,6 +498,33 @@ def test_onnx_cache_is_written_once_and_rebuilt_when_corrupt(tmp_path, monkeypat
     assert not list(tmp_path.glob(".*part*"))  # no temporary files left behind
 
 
+def test_onnx_cache_drops_graphs_that_older_installs_left(tmp_path, monkeypatch):
+    """Each environment or upgrade names its graphs anew (source path, size, mtime): building one
+    removes the same name's graphs unused for 30 days, keeps recent ones and other names', and a
+    graph in use is marked used."""
+    import os
+    import time
+
+    from privacy_cli.detect import centerface, ort
+
+    monkeypatch.setenv(ort.ENV_CACHE_DIR, str(tmp_path))
+    month = 31 * 86400
+    stale, recent = (
+        tmp_path / "centerface-dyn-0000000000000000.onnx",
+        tmp_path / "centerface-dyn-1111111111111111.onnx",
+    )
+    other = tmp_path / "centerface-dyn-extra-2222222222222222.onnx"  # another name that starts alike
+    for p in (stale, recent, other):
+        p.write_bytes(b"old graph")
+    for p in (stale, other):
+        os.utime(p, (time.time() - month, time.time() - month))
+    path = ort.cached_graph("centerface-dyn", centerface.onnx_path(), centerface._dynamic_graph)
+    assert path.is_file() and not stale.exists() and recent.exists() and other.exists()
+    os.utime(path, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    assert ort.cached_graph("centerface-dyn", centerface.onnx_path(), lambda: b"never built") == path
+    assert time.time() - path.stat().st_mtime < 60  # used today: kept by the next cleanup
+
+
 def test_face_regions_carry_an_ellipse_that_contains_the_inscribed_ellipse():
     box = (100.0, 50.0, 180.0, 150.0)
     poly = np.array(faces.ellipse_polygon(box))

@@ -5,7 +5,8 @@ seconds and hundreds of MB. Graphs derived from weights that ship in installed p
 converted from facenet-pytorch's state dicts, CenterFace with dynamic input shapes) are built
 once and kept in :func:`cache_dir`, named after their source file's path, size and mtime
 (:func:`source_key`), checked by onnx and written atomically; a cached file onnxruntime cannot
-load is rebuilt (:func:`cached_session`).
+load is rebuilt (:func:`cached_session`); graphs that older installs left and nothing used for
+30 days are removed when a graph of the same name is built.
 
 Devices: ``"cpu"`` runs the CPU provider; ``"auto"`` prefers CUDA when onnxruntime has the CUDA
 provider; ``"cuda"`` without it is a UsageError.
@@ -45,11 +46,29 @@ def source_key(path: Path) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
+#: a cached graph not used for this long is removed when another graph of the same name is built
+#: (each install or upgrade of the source package names its graphs anew)
+STALE_DAYS = 30
+#: a graph's modification time is brought forward on use at most this often
+TOUCH_SECONDS = 86400
+
+
 def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: bool = False) -> Path:
     """Path of the cached ONNX graph ``<name>-<source_key(source)>.onnx``, built by ``build()`` when
-    absent (or when ``rebuild``); the bytes are checked by onnx, then written atomically."""
+    absent (or when ``rebuild``); the bytes are checked by onnx, then written atomically.
+
+    A graph in use has its modification time brought forward once a day; when a graph is built,
+    the other graphs of ``name`` unused for :data:`STALE_DAYS` days (left by older installs, other
+    environments or upgrades) are removed, so the cache does not grow with every install."""
+    import time
+
     path = cache_dir() / f"{name}-{source_key(source)}.onnx"
     if path.is_file() and not rebuild:
+        try:
+            if time.time() - path.stat().st_mtime > TOUCH_SECONDS:
+                os.utime(path)
+        except OSError:  # a read-only cache still serves its graphs
+            pass
         return path
     data = build()
     import onnx
@@ -58,6 +77,16 @@ def cached_graph(name: str, source: Path, build: Callable[[], bytes], rebuild: b
     from ..io import write_bytes_atomic
 
     write_bytes_atomic(data, path)
+    cutoff = time.time() - STALE_DAYS * 86400
+    for old in path.parent.glob(f"{name}-*.onnx"):
+        # only this name's graphs (a longer name that starts with it has more dashes before the key)
+        if old == path or old.stem.rsplit("-", 1)[0] != name:
+            continue
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:  # another process removed it, or the cache is shared read-only
+            pass
     return path
 
 
