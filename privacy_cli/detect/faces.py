@@ -608,7 +608,6 @@ class FaceDetector:
         self.rotations = bool(rotations)
         self.ellipse = bool(ellipse)
         self.threshold = self.mtcnn.threshold
-        self.last_turns: list[int] = []
 
     def _reframe(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float] | None:
         """MTCNN's box and score for a face only CenterFace found at ``box`` (x0, y0, x1, y1 px), or
@@ -687,10 +686,9 @@ class FaceDetector:
             return []
         boxes, scores, sure, turns = self._pass(image, True, self.cf_pixels)
         todo = sorted(set(turns[turns > 0].tolist())) if len(boxes) else [1, 2, 3]
-        # a local: one detector serves every --workers thread, and another image's call must not
-        # change which turned passes this one runs (last_turns is for inspection only)
+        # a local, never instance state: one detector serves every --workers thread, and another
+        # image's call must not change which turned passes this one runs
         turned = todo if self.rotations else []
-        self.last_turns = turned
         # Merge order: MTCNN's boxes (found directly or by _reframe), CenterFace's upright faces,
         # the turned passes, then CenterFace's sideways/upside-down boxes: a face is boxed by the
         # pass that saw it upright where there is one (CenterFace's box for a face on its side is
