@@ -168,8 +168,9 @@ def session(model: Path | bytes, device: str | None = "auto", threads: int = 0) 
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if not threads and thread_budget() < (os.cpu_count() or 1):
-        threads = thread_budget()
+    budget = thread_budget()
+    if not threads and budget < (os.cpu_count() or 1):
+        threads = budget
     if threads:
         opts.intra_op_num_threads = int(threads)
     # idle pool threads sleep instead of spinning: spinning burns CPU the rest of a batch job needs

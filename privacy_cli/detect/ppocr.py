@@ -269,7 +269,7 @@ class PPOCR:
     """PP-OCRv4 detection and recognition with one onnxruntime session per model, built on first use.
 
     device: ``"cpu"``, ``"auto"`` or ``"cuda[:N]"`` (:func:`privacy_cli.detect.ort.providers`).
-    threads: intra-op threads per session (0 = onnxruntime's default, one per core).
+    threads: intra-op threads per session (0 = :func:`privacy_cli.detect.ort.session`'s default).
     use_cls: run the angle classifier (flips lines printed upside down before recognition).
     Calls from several threads run at once (onnxruntime sessions are thread-safe); a lock guards only
     the loading of the sessions.
