@@ -12,6 +12,10 @@ faces: privacy measured by attacks on faces-id photos after `perturb` (encoded a
 
     /usr/bin/time -v python benchmarks/bench_perturb.py speed --steps 10 50 --targets dlib-resnet mtcnn
     python benchmarks/bench_perturb.py faces --targets mtcnn --epsilon 8 --limit 0 --side 512
+    python benchmarks/bench_perturb.py faces --targets mtcnn --epsilon 12 --min-psnr 35 --per-identity --limit 6
+
+--per-identity takes the first photo of each identity (the subset tests/test_perturb_faces.py uses
+with --limit 6) instead of the first rows of identities.csv.
 """
 
 from __future__ import annotations
@@ -74,7 +78,14 @@ def faces(args: argparse.Namespace) -> dict:
     from privacy_cli.methods.perturb import jpeg_roundtrip, perturb
 
     with open(FACES_ID / "identities.csv", newline="") as f:
-        names = [r["file"] for r in csv.DictReader(f)]
+        table = list(csv.DictReader(f))
+    if args.per_identity:
+        first: dict[str, str] = {}
+        for r in table:
+            first.setdefault(r["identity"], r["file"])
+        names = list(first.values())
+    else:
+        names = [r["file"] for r in table]
     names = names[: args.limit] if args.limit else names
     rec = default_recognizer()
     mtcnn = MTCNNFaceDetector(device="cpu")
@@ -88,7 +99,7 @@ def faces(args: argparse.Namespace) -> dict:
             t0 = time.process_time()
             out, info = perturb(img, np.ones(img.shape[:2], np.float32), targets=target, epsilon=args.epsilon,
                                 steps=args.steps, rounds=args.rounds, jpeg_quality=95, eot=args.eot,
-                                device="cpu")  # fmt: skip
+                                min_psnr=args.min_psnr, device="cpu")  # fmt: skip
             cpu = time.process_time() - t0
             saved = jpeg_roundtrip(out, 95)
             rows.append({
@@ -124,8 +135,8 @@ def faces(args: argparse.Namespace) -> dict:
         summ["psnr_min"] = float(min(r["psnr"] for r in rs))
         summ["psnr_below_35"] = int(sum(r["psnr"] < 35 for r in rs))
         summary[target] = summ
-    return {"epsilon": args.epsilon, "steps": args.steps, "rounds": args.rounds, "side": args.side,
-            "summary": summary}  # fmt: skip
+    return {"epsilon": args.epsilon, "min_psnr": args.min_psnr, "steps": args.steps, "rounds": args.rounds,
+            "side": args.side, "files": names, "summary": summary}  # fmt: skip
 
 
 def main() -> None:
@@ -143,6 +154,8 @@ def main() -> None:
     f.add_argument("--limit", type=int, default=12, help="first N photos of identities.csv; 0 = all")
     f.add_argument("--side", type=int, default=512)
     f.add_argument("--eot", action="store_true")
+    f.add_argument("--min-psnr", type=float, default=None, help="perturb's PSNR floor (dB)")
+    f.add_argument("--per-identity", action="store_true", help="the first photo of each identity")
     args = ap.parse_args()
     print(json.dumps(speed(args) if args.mode == "speed" else faces(args), indent=1))
 

@@ -75,31 +75,22 @@ def test_dlib_cloaking_defeats_real_dlib(subset, tmp_path):
 
 
 #: The issue's requirement, measured on this subset (6 photos, 512 px, JPEG q95 outputs) with
-#: `perturb -t mtcnn -e 8` (10 PGD steps x 3 rounds, see docs/methods.md): NOT met yet.
+#: `perturb -t mtcnn -e 8 --min-psnr 35` (10 PGD steps x 3 rounds, see docs/methods.md): NOT met
+#: (2/6 evaded; 30 steps x 3 rounds give 2/6 too, 60 x 3 no more). E = 10 gives 5/6, E = 12 6/6.
 MTCNN_EVASION_MET = False
 
 
-@pytest.mark.xfail(
-    not MTCNN_EVASION_MET,
-    strict=True,
-    raises=AssertionError,
-    reason="issue #11: MTCNN evasion at epsilon 8 (>= 90% of saved JPEGs without a face) is not reached "
-    "yet; docs/methods.md has the measured rate",
-)
-def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
-    """After --target mtcnn --epsilon 8, the real detector (MTCNN on onnxruntime, the faces-mtcnn path
-    of `privpix detect`, default threshold) finds no face on >= 90% of the saved JPEGs, each at
-    PSNR >= 35 dB; the command's own per-image verdict agrees with that check."""
+def _mtcnn_run(subset, out, epsilon):
+    """`privpix perturb SUBSET -t mtcnn -e EPSILON --min-psnr 35`; judged again here by the real
+    detector on each saved JPEG: (evaded count, PSNRs, summary line)."""
     from PIL import Image
     from typer.testing import CliRunner
 
     from privacy_cli.cli.app import app
     from privacy_cli.detect.faces import MTCNNFaceDetector
 
-    out = tmp_path / "out"
-    r = CliRunner().invoke(
-        app, ["perturb", str(subset), "-o", str(out), "-t", "mtcnn", "-e", "8", "--json", "--quiet"]
-    )
+    args = ["perturb", str(subset), "-o", str(out), "-t", "mtcnn", "-e", str(epsilon)]
+    r = CliRunner().invoke(app, [*args, "--min-psnr", "35", "--json", "--quiet"])
     assert r.exit_code == 0, r.output
     records = {Path(x["input"]).name: x for x in map(json.loads, r.stdout.splitlines()) if x.get("input")}
     detector = MTCNNFaceDetector(device="cpu")
@@ -117,9 +108,35 @@ def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
         psnr = _psnr(orig, saved)
         psnrs.append(psnr)
         report.append(f"{name}: {len(left)} faces {[round(r.score, 3) for r in left]} PSNR {psnr:.1f}")
-    summary = f"{evaded}/{len(names)} evaded; " + "; ".join(report)
+    return evaded, psnrs, f"{evaded}/{len(names)} evaded; " + "; ".join(report)
+
+
+@pytest.mark.xfail(
+    not MTCNN_EVASION_MET,
+    strict=True,
+    raises=AssertionError,
+    reason="issue #11: MTCNN evasion at epsilon 8 (>= 90% of saved JPEGs without a face) is not reached "
+    "yet; docs/methods.md has the measured rate",
+)
+def test_mtcnn_evasion_on_saved_jpegs(subset, tmp_path):
+    """After --target mtcnn --epsilon 8 (with the PSNR floor the issue asks as --min-psnr 35), the
+    real detector (MTCNN on onnxruntime, the faces-mtcnn path of `privpix detect`, default
+    threshold) finds no face on >= 90% of the saved JPEGs, each at PSNR >= 35 dB; the command's own
+    per-image verdict agrees with that check."""
+    evaded, psnrs, summary = _mtcnn_run(subset, tmp_path / "out", 8)
     print(summary)
-    assert evaded / len(names) >= 0.9, summary
+    assert evaded / len(psnrs) >= 0.9, summary
+    assert min(psnrs) >= 35, summary
+
+
+def test_mtcnn_evasion_at_epsilon_12_with_a_psnr_floor(subset, tmp_path):
+    """What the attack does reach (docs/methods.md): at --epsilon 12 --min-psnr 35, PGD steps along
+    the gradient inside the L2 ball hide the face from MTCNN on >= 5 of the 6 saved JPEGs (6/6
+    measured), PSNR >= 35 dB on every file. Signed steps shrunk into the same ball evaded 4/6
+    (img1 and img18 kept their face after 90 steps)."""
+    evaded, psnrs, summary = _mtcnn_run(subset, tmp_path / "out", 12)
+    print(summary)
+    assert evaded >= 5, summary
     assert min(psnrs) >= 35, summary
 
 

@@ -181,7 +181,8 @@ perturb = image_command(
                     "--min-psnr",
                     min=1.0,
                     help="Keep PSNR >= this (dB), measured on what the saved file decodes to: PGD "
-                    "steps stay inside the matching L2 ball as well as the --epsilon bound.",
+                    "steps follow the gradient inside the matching L2 ball as well as the "
+                    "--epsilon bound.",
                 ),
             ],
             None,

@@ -7,7 +7,11 @@ regions) to defeat every target of :mod:`privacy_cli.attack` at once:
 
 * **FGSM** (Goodfellow et al. 2015): one signed-gradient step of size epsilon.
 * **PGD** (Madry et al. 2018): ``steps`` signed-gradient steps of ``step_size`` grey levels, each
-  projected back onto the epsilon ball and the valid pixel range.
+  projected back onto the epsilon ball and the valid pixel range. With a PSNR floor (``min_psnr``)
+  the budget is an L2 ball inside the epsilon ball, and each step moves ``step_size`` grey levels
+  RMS along the gradient itself (PGD-L2): signed steps spread the change evenly over every pixel,
+  and shrinking that back into the L2 ball wastes the budget (against MTCNN at epsilon 12 and
+  35 dB on six faces-id photos: 6/6 evaded, against 4/6 with signed steps).
 * **UAP**: a universal perturbation trained by ``privpix train uap`` (see
   :mod:`privacy_cli.train.uap`), resized onto the part of the photo the classifier sees.
 
@@ -189,8 +193,9 @@ def perturb(
 
     targets (or target, "+"-separated, as bench's ``perturb:target=mtcnn+dlib-resnet,epsilon=8``):
     registered target names. epsilon, step_size: grey levels (0-255 scale). steps: PGD iterations per round. targeted: a
-    class (name or index) for classifier targets. min_psnr: dB; PGD steps are projected so that the
-    rounded change keeps PSNR >= min_psnr (L2 ball inside the L-infinity one). jpeg_quality: the output's JPEG quality (None
+    class (name or index) for classifier targets. min_psnr: dB; PGD steps follow the gradient (not
+    its sign) and are projected so that the rounded change keeps PSNR >= min_psnr (L2 ball inside
+    the L-infinity one). jpeg_quality: the output's JPEG quality (None
     for lossless outputs): EOT approximates it and every check encodes with it. Returns
     ``(image, info)``; info records the attack, the bound, the L-infinity change, the steps run
     and each target's in-memory check (``{"success", "margin", ...}``).
@@ -284,7 +289,10 @@ def perturb(
                 break
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                delta = delta - step * grad.sign()
+                if mse_cap is None:
+                    delta = delta - step * grad.sign()
+                else:  # L2 budget: move by ``step`` grey levels RMS along the gradient (PGD-L2)
+                    delta = delta - step * grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
                 delta = torch.maximum(torch.minimum(delta, bound), -bound)
                 delta = (x0 + delta).clamp(0, 255) - x0
                 if mse_cap is not None:  # shrinking towards x0 keeps both bounds
