@@ -248,15 +248,15 @@ def test_two_images_at_once_keep_order_bytes_and_fail_closed(tmp_path: Path) -> 
 
 
 def test_auto_workers_two_only_for_torch_free_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
     import sys
 
     from privacy_cli.cli.batch import auto_workers
+    from privacy_cli.detect import ort
 
     def fn(job):  # noqa: ANN001, ANN202
         return None
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ort, "usable_cores", lambda: 2)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert auto_workers(fn) == 1  # not marked torch-free (erase, deidentify, ...)
     fn.torch_free = True  # type: ignore[attr-defined]
@@ -264,7 +264,7 @@ def test_auto_workers_two_only_for_torch_free_jobs(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "torch", object())  # a torch model already uses every core
     assert auto_workers(fn) == 1
     monkeypatch.delitem(sys.modules, "torch")
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(ort, "usable_cores", lambda: 1)  # e.g. taskset -c 0 on a bigger machine
     assert auto_workers(fn) == 1
 
 
