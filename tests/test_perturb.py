@@ -124,6 +124,23 @@ def test_min_psnr_floor_holds(linear_target, test_set):
         assert np.abs(out.astype(int) - img.astype(int)).max() <= eps and info["linf"] <= eps
 
 
+def test_fgsm_under_a_psnr_floor_stays_one_signed_step(linear_target, test_set):
+    """FGSM with --min-psnr is still one signed step: every pixel of the linear model's gradient
+    moves by the same number of grey levels (the step shrunk evenly into the floor), not the
+    gradient-shaped step PGD takes under a floor."""
+    from privacy_cli.methods.perturb import perturb, psnr
+
+    x, _, eps, _ = test_set
+    mask = np.ones((SIZE, SIZE), np.float32)
+    for img in x[:3]:
+        free, _ = perturb(img, mask, targets="test-linear", attack="fgsm", epsilon=eps)
+        floor = psnr(img, free) + 2.0
+        out, _ = perturb(img, mask, targets="test-linear", attack="fgsm", epsilon=eps, min_psnr=floor)
+        change = np.unique(np.abs(out.astype(int) - img.astype(int)))
+        assert psnr(img, out) >= floor
+        assert len(change) == 1 and 0 < change[0] < eps, change
+
+
 def test_cli_png_respects_bound_and_require_success(linear_target, test_set, tmp_path):
     """In-process CLI run: PNG outputs within epsilon of their inputs; with --require-success an
     image whose label could not be flipped gets no output and the exit code is 1."""

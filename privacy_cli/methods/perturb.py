@@ -5,7 +5,8 @@ the machines that mine photos (scene classifiers, face detectors, face recognise
 pixel by at most ``epsilon`` grey levels (L-infinity, scaled by the soft mask, so 0 outside the
 regions) to defeat every target of :mod:`privacy_cli.attack` at once:
 
-* **FGSM** (Goodfellow et al. 2015): one signed-gradient step of size epsilon.
+* **FGSM** (Goodfellow et al. 2015): one signed-gradient step of size epsilon (under a PSNR floor,
+  shrunk evenly into it).
 * **PGD** (Madry et al. 2018): ``steps`` signed-gradient steps of ``step_size`` grey levels, each
   projected back onto the epsilon ball and the valid pixel range. With a PSNR floor (``min_psnr``)
   the budget is an L2 ball inside the epsilon ball, and each step moves ``step_size`` grey levels
@@ -289,7 +290,7 @@ def perturb(
                 break
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                if mse_cap is None:
+                if mse_cap is None or attack == "fgsm":  # FGSM stays one signed step of epsilon
                     delta = delta - step * grad.sign()
                 else:  # L2 budget: move by ``step`` grey levels RMS along the gradient (PGD-L2)
                     delta = delta - step * grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
