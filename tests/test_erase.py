@@ -123,9 +123,7 @@ def test_telea_erase_removes_identity_on_real_photos(tmp_path: Path) -> None:
         if emb is None:
             continue
         judged += 1
-        matched += rec.find_identity_match(
-            emb, load_image(tmp_path / name).rgb, box
-        )
+        matched += rec.find_identity_match(emb, load_image(tmp_path / name).rgb, box)
     assert judged >= len(files) - 1
     assert matched == 0, f"dlib still matched {matched}/{judged} erased faces"
 

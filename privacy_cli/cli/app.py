@@ -98,7 +98,11 @@ def _register() -> None:
     try:
         from .train_cmd import app as train_app
 
-        app.add_typer(train_app, name="train", help="Train learned methods: ERASER, UAP perturbations, task masks, Private-Encoder.")
+        app.add_typer(
+            train_app,
+            name="train",
+            help="Train learned methods: ERASER, UAP perturbations, task masks, Private-Encoder.",
+        )
     except ImportError:
         pass
 

@@ -58,7 +58,8 @@ EngineOpt = Annotated[
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
-        "--ray-address", help="Ray cluster to use with --engine ray: auto (the running one) or host:port. "
+        "--ray-address",
+        help="Ray cluster to use with --engine ray: auto (the running one) or host:port. "
         "Default: start a local cluster.",
     ),
 ]

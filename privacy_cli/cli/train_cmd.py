@@ -118,7 +118,9 @@ def eraser(
     ] = None,
     offline: Annotated[
         bool,
-        typer.Option("--offline", help="Never download weights: use the weights folder and the Hub cache only."),
+        typer.Option(
+            "--offline", help="Never download weights: use the weights folder and the Hub cache only."
+        ),
     ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
@@ -271,6 +273,8 @@ def uap(
     if res.fooling_rate < fooling_rate:
         output.error(f"requested fooling rate {fooling_rate:.0%} not reached (got {res.fooling_rate:.1%})")
         raise typer.Exit(1)
+
+
 @app.command("mask")
 @cli_errors
 def mask(

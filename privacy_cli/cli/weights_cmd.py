@@ -211,8 +211,12 @@ def verify_cmd(
         _fail(err)
     results, failed = [], 0
     for e in entries:
-        pin = {"revision": e.revision if e.source_kind == "hub" else None,
-               "revision_pinned": e.revision_pinned, "sha256_pinned": bool(e.sha256), "pin": e.pin_text}
+        pin = {
+            "revision": e.revision if e.source_kind == "hub" else None,
+            "revision_pinned": e.revision_pinned,
+            "sha256_pinned": bool(e.sha256),
+            "pin": e.pin_text,
+        }
         for r in verify_local(e, weights_dir):
             r = {**r, **pin}
             results.append(r)

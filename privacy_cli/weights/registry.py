@@ -90,7 +90,11 @@ class WeightsEntry:
     def pin_text(self) -> str:
         """How well the entry is pinned, for people: revision and digest."""
         if self.source_kind == "hub":
-            rev = f"revision {self.revision[:12]}" if self.revision_pinned else f"revision {self.revision} (branch)"
+            rev = (
+                f"revision {self.revision[:12]}"
+                if self.revision_pinned
+                else f"revision {self.revision} (branch)"
+            )
             if self.min_revision and not self.revision_pinned:
                 rev += f", at or after {self.min_revision}"
         else:
