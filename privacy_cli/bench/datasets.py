@@ -461,6 +461,53 @@ def load_folder_dataset(root: Path, limit: int | None = None) -> BenchDataset:
     return BenchDataset("folder", root, _limit(items, limit))
 
 
+# ------------------------------------------------------------------------------------- class labels
+
+
+def load_class_labels(spec: str, ds: BenchDataset) -> tuple[dict[str, str], str]:
+    """True classes of the dataset's photos for top-k accuracy (paper 002, Table 1): (label by item
+    key, where they came from).
+
+    ``spec``: ``"folders"`` (a photo's class is its folder under the dataset root, e.g.
+    ``kitchen/a.jpg`` -> ``kitchen``, ``arena/hockey/b.jpg`` -> ``arena/hockey``), or a CSV with
+    ``file`` and ``label`` columns (``file`` relative to the CSV's folder). Every photo needs a
+    label; InputError otherwise, naming the first one without.
+    """
+    labels: dict[str, str] = {}
+    if spec == "folders":
+        source = f"{ds.root} (class folders)"
+        for it in ds.items:
+            try:
+                parent = it.image.parent.relative_to(ds.root).as_posix()
+            except ValueError:
+                parent = ""
+            if parent in ("", "."):
+                raise InputError(f"{it.image}: --class-labels folders: the photo is in no class folder")
+            labels[it.key] = parent
+        return labels, source
+    path = Path(spec)
+    source = str(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"{path}: cannot read class labels ({e})") from None
+    by_path: dict[Path, str] = {}
+    for i, row in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        name, label = row.get("file", ""), row.get("label", "")
+        if not name or not label:
+            raise InputError(f"{path}: line {i}: needs both 'file' and 'label'")
+        by_path[(path.parent / name).resolve()] = label
+    for it in ds.items:
+        label = by_path.get(Path(it.image).resolve())
+        if label is None:
+            missing = sum(Path(x.image).resolve() not in by_path for x in ds.items)
+            raise InputError(f"{path}: no label for {it.image} ({missing} photo(s) without one)")
+        labels[it.key] = label
+    return labels, source
+
+
 def open_dataset(
     root: Path | None = None,
     format: str = "auto",

@@ -21,7 +21,7 @@ import numpy as np
 
 from .paper004 import judge_line, paper004_tables, table_rows
 from .results import BenchResult, MethodResult, iter_metric_rows, library_versions
-from .specs import CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
+from .specs import CLASSIFIER, CONTENT, PRIVACY, QUALITY, QUALITY_REGION, UTILITY
 
 #: Display names (as the papers write them).
 DISPLAY = {
@@ -51,6 +51,12 @@ DISPLAY = {
     "detect_rate_mtcnn": "Detect (MTCNN)",
     "top1_change": "Top-1 change",
     "top5_change": "Top-5 change",
+    "top1_change_rescaled": "Top-1 change (rescaled+cropped)",
+    "top5_change_rescaled": "Top-5 change (rescaled+cropped)",
+    "top1_change_jpeg95": "Top-1 change (JPEG q95)",
+    "top5_change_jpeg95": "Top-5 change (JPEG q95)",
+    "top1_change_jpeg75": "Top-1 change (JPEG q75)",
+    "top5_change_jpeg75": "Top-5 change (JPEG q75)",
 }
 
 #: Tables of the report: title, metrics, the paper table they mirror.
@@ -133,6 +139,7 @@ def results_json(result: BenchResult) -> dict[str, Any]:
             "dilate": cfg.dilate,
             "recognizer": cfg.recognizer,
             "classifier": cfg.classifier,
+            "class_labels": cfg.class_labels,
             "fid_dims": cfg.fid_dims,
             "device": cfg.device,
             "cache_dir": str(cfg.cache_dir) if cfg.cache_dir else None,
@@ -318,6 +325,59 @@ def _md_cell(r: Any) -> str:
     return s
 
 
+def _paper002_md(result: BenchResult) -> list[str]:
+    """Paper 002's Table 1 layout: top-1 / top-5 before and after, per view of the image."""
+    from .classifier_scoring import CLASSIFIER_METRICS
+
+    views = [(v, a, b) for v, (a, b) in CLASSIFIER_METRICS.items()]
+    views = [
+        x for x in views if any(getattr(m.metrics.get(x[1]), "available", False) for m in result.methods)
+    ]
+    if not views:
+        return []
+    label = {"": "plain", "rescaled": "rescaled+cropped", "jpeg95": "JPEG q95", "jpeg75": "JPEG q75"}
+    kinds = {
+        r.extra.get("labels")
+        for m in result.methods
+        for _, a, _b in views
+        if getattr(r := m.metrics.get(a), "available", False)
+    }
+    what = (
+        "accuracy against the class labels"
+        if kinds == {"class labels"}
+        else "agreement with the original's top-1"
+    )
+    header = ["Method"]
+    for v, _, _ in views:
+        header += [
+            f"Top-1 before ({label[v]})",
+            f"Top-1 after ({label[v]})",
+            f"Top-5 before ({label[v]})",
+            f"Top-5 after ({label[v]})",
+        ]
+    rows = []
+    for m in result.methods:
+        row = [f"`{m.label}`"]
+        for _, a, b in views:
+            for name in (a, b):
+                r = m.metrics.get(name)
+                ok = getattr(r, "available", False)
+                row += [
+                    _num(r.extra.get("before")) if ok else "n/a",
+                    _num(r.extra.get("after")) if ok else "n/a",
+                ]
+        rows.append(row)
+    return [
+        "## Pixel Privacy Table 1 (paper 002)",
+        "",
+        f"_{result.config.classifier}: top-1 / top-5 {what}; each view is applied to originals and outputs "
+        "alike (rescaled+cropped: 0.8x and the centre 90% per side; JPEG: a 4:2:0 re-encode)_",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
+
+
 def markdown(result: BenchResult, plots: Sequence[str] = ()) -> str:
     """The Markdown report (see the module docstring)."""
     ds = result.dataset
@@ -400,6 +460,7 @@ def markdown(result: BenchResult, plots: Sequence[str] = ()) -> str:
                 "",
             ]
 
+    out += _paper002_md(result)
     out += _paper004_md(result)
 
     if result.control:
@@ -537,7 +598,7 @@ def _judge(result: BenchResult, name: str) -> str:
         return "dlib HOG"
     if name == "detect_rate_mtcnn":
         return "MTCNN"
-    if name in ("top1_change", "top5_change"):
+    if name in CLASSIFIER:
         return result.config.classifier
     return getattr(_first(result, name), "library", "") or "privpix"
 

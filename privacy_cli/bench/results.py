@@ -25,7 +25,8 @@ class BenchConfig:
     max_side: longer image side in pixels after downscaling (0 = native size). detect: detectors
     used when the dataset has no annotated regions. box_scale / dilate: mask geometry as in the image
     commands. recognizer: face recogniser for the privacy metrics (dlib, facenet, arcface, curricularface).
-    classifier: registry classifier for top-1/top-5 (paper 002). cache_dir: None = no disk cache.
+    classifier: registry classifier for top-1/top-5 (paper 002). class_labels: where the true classes
+    come from (:func:`~privacy_cli.bench.datasets.load_class_labels`). cache_dir: None = no disk cache.
     fid_dims: pytorch-fid feature block for FID (2048 = standard pool3; 64/192/768 are cheaper and
     not comparable with published numbers). workers: originals whose outputs and pixel metrics
     (:data:`~privacy_cli.bench.specs.PIXEL_METRICS`) are computed at once in threads, ahead of the
@@ -41,6 +42,8 @@ class BenchConfig:
     dilate: int = 0
     recognizer: str = "dlib"
     classifier: str = "vgg16"
+    #: class labels for top-k accuracy: a ``file,label`` CSV, "folders", or None (agreement)
+    class_labels: str | None = None
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     batch_size: int = 16
     #: pytorch-fid feature block: 2048 (pool3, the standard FID), 768, 192 or 64

@@ -72,6 +72,14 @@ class BenchRunner(MethodOutputs, MetricScheduling, IdentityScoring, ClassifierSc
         self._det = [0, 0]
         self._unavailable: dict[str, Any] = {}
         self._classifier: Any = None
+        #: class index by item key (``config.class_labels``), None = agreement with the original
+        self._class_labels: dict[str, int] | None = None
+        if self.config.class_labels:
+            from .classifier_scoring import label_indices
+            from .datasets import load_class_labels
+
+            labels, source = load_class_labels(self.config.class_labels, dataset)
+            self._class_labels = label_indices(labels, self.config.classifier, source)
         self._fid_originals: _FidFeatures | None = None
         self._donor_digests: dict[str, str] = {}
         self._dataset_pool: Any = None

@@ -160,10 +160,14 @@ class _MethodAcc:
         self.values: dict[str, list[float]] = {n: [] for n in self.per_image_names}
         self.fid = _FidCollector(runner) if "fid" in names else None
         self.wants_identity = any(n in names for n in ("deid_rate", "reid_rank1"))
-        self.wants_classifier = any(n in names for n in ("top1_change", "top5_change"))
+        from .classifier_scoring import wanted_views
+
+        #: classifier views (paper 002's Table 1) whose metrics are asked for
+        self.views = wanted_views(names)
         self.emb_orig: list[np.ndarray | None] = []
         self.emb_proc: list[np.ndarray | None] = []
-        self.logits: list[tuple[np.ndarray, np.ndarray] | None] = []
+        #: per kept image: {view: (logits of the original, of the output)}, or None
+        self.logits: list[dict[str, tuple[np.ndarray, np.ndarray]] | None] = []
         self.kept: list[_Original] = []
 
     def finish(self) -> MethodResult:
@@ -175,8 +179,9 @@ class _MethodAcc:
             metrics["fid"] = self.fid.result()
         if self.wants_identity:
             metrics.update(r._identity_metrics(self.kept, self.emb_orig, self.emb_proc, self.names, res))
-        if self.wants_classifier:
-            metrics.update(r._classifier_metrics(self.logits, self.names))
+        if self.views:
+            keys = [o.item.key for o in self.kept]
+            metrics.update(r._classifier_metrics(self.logits, keys, self.names, r._class_labels))
         res.metrics = {n: metrics[n] for n in self.names if n in metrics}
         return res
 
@@ -262,7 +267,7 @@ class MetricScheduling:
             if acc.wants_identity and self.faces.embedder() is not None:
                 face, eo = self.faces.original(orig)
                 ep = self.faces.processed(out_key, proc_rgb, face) if face is not None else None
-            lg = self._logits(orig, out_key, proc_rgb) if acc.wants_classifier else None
+            lg = self._logits(orig, out_key, proc_rgb, acc.views) if acc.views else None
             if acc.fid is not None:
                 acc.fid.add(orig.key, orig.rgb, out_key, proc_rgb)
             if orig.item.processed is None and "rgb" not in pc:

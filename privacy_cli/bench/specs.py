@@ -29,7 +29,19 @@ QUALITY_REGION = (
 #: ERASER Table 3 (content difference inside the region); names as in the paper, lower case
 CONTENT = ("content_mae", "fm", "adv", "pl_v", "pl_r")
 PRIVACY = ("identity_similarity", "deid_rate", "reid_rank1")
-UTILITY = ("detect_rate_dlib", "detect_rate_mtcnn", "top1_change", "top5_change")
+#: paper 002's Table 1: classifier top-1/top-5 change, plain and in three views of the image (after
+#: extra scaling and cropping, after JPEG q95 and q75; see :mod:`privacy_cli.bench.classifier_scoring`)
+CLASSIFIER = (
+    "top1_change",
+    "top5_change",
+    "top1_change_rescaled",
+    "top5_change_rescaled",
+    "top1_change_jpeg95",
+    "top5_change_jpeg95",
+    "top1_change_jpeg75",
+    "top5_change_jpeg75",
+)
+UTILITY = ("detect_rate_dlib", "detect_rate_mtcnn") + CLASSIFIER
 ALL_METRICS = QUALITY + QUALITY_REGION + CONTENT + PRIVACY + UTILITY
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "quality": QUALITY + QUALITY_REGION,
@@ -39,6 +51,7 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ALL_METRICS,
     # paper presets
     "eraser": ("ssim", "psnr", "fid", "lpips_vgg") + CONTENT,
+    "pixel-privacy": CLASSIFIER,
     "private-encoder": (
         "mse",
         "ssim",
@@ -64,7 +77,7 @@ PIXEL_METRICS = (
     "mae_outside",
 )
 #: metrics computed from per-image features at the end (not per-image values)
-DATASET_LEVEL = ("fid", "deid_rate", "reid_rank1", "top1_change", "top5_change")
+DATASET_LEVEL = ("fid", "deid_rate", "reid_rank1") + CLASSIFIER
 #: metrics whose per-image value needs the region mask
 NEEDS_REGION = QUALITY_REGION + CONTENT
 #: metrics that need faces / identity labels
@@ -76,7 +89,7 @@ _SHARED_NET = (
     ("lpips_alex", "lpips_alex_region"),
     ("lpips_vgg", "lpips_vgg_region"),
     ("fm", "adv"),
-    ("top1_change", "top5_change"),
+    CLASSIFIER,
 )
 _CONTENT_BASE = {"content_mae": "mae", "fm": "fm", "adv": "adv", "pl_v": "pl_v", "pl_r": "pl_r"}
 _DETECTORS = {"detect_rate_dlib": "dlib-hog", "detect_rate_mtcnn": "mtcnn"}
@@ -88,7 +101,7 @@ METRICS_CACHE_VERSION = "1"
 def parse_metrics(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"ssim,psnr,privacy"`` -> metric names (groups expanded, order kept); None/"" = default set.
 
-    Groups: quality, content, privacy, utility, all, eraser (Tables 2-3), private-encoder (Tables 1-5).
+    Groups: quality, content, privacy, utility, all, eraser (Tables 2-3), private-encoder (Tables 1-5), pixel-privacy (paper 002 Table 1).
     Raises UsageError on an unknown name.
     """
     if spec is None:
@@ -299,12 +312,14 @@ def apply_method(
     k-Same donor folder); the spec's own options win.
 
     Whole-image methods (stylize) get the whole image as their region, as their command does by
-    default; the region metrics still use the dataset's regions."""
+    default; the region metrics still use the dataset's regions. Methods whose command covers the
+    whole image without a region source (perturb) get it when there are no regions (``regions`` is
+    None: ``--detect none``), and the regions otherwise."""
     fn, _ = _method_params(spec.name)
     if spec.name != IDENTITY_METHOD:
-        from ..methods import is_whole_image
+        from ..methods import is_whole_image, is_whole_image_default
 
-        if is_whole_image(spec.name):
+        if is_whole_image(spec.name) or (regions is None and is_whole_image_default(spec.name)):
             mask = np.ones_like(mask)
     if not mask.any():
         return image.copy()

@@ -62,7 +62,9 @@ def bench(
         typer.Option(
             "--metrics",
             help="Metrics or groups, comma separated: quality, content, privacy, utility, eraser, "
-            "private-encoder, or names (ssim, psnr, lpips_vgg, fid, identity_similarity, reid_rank1, ...). "
+            "private-encoder, pixel-privacy (paper 002's Table 1: top-1/top-5 plain, rescaled+cropped, "
+            "after JPEG q95 and q75), or names (ssim, psnr, lpips_vgg, fid, identity_similarity, "
+            "reid_rank1, top1_change_jpeg75, ...). "
             "Default: every metric that applies.",
         ),
     ] = None,
@@ -109,6 +111,16 @@ def bench(
     classifier: Annotated[
         str, typer.Option("--classifier", help="Registry classifier for top-1/top-5 change (paper 002).")
     ] = "vgg16",
+    class_labels: Annotated[
+        str | None,
+        typer.Option(
+            "--class-labels",
+            help="Class labels for top-1/top-5 accuracy: a CSV with file,label columns (file relative "
+            "to the CSV; label a class name of --classifier or its index), or 'folders' (each photo's "
+            "folder under the dataset, e.g. kitchen/ or arena/hockey/). Without: agreement with the "
+            "classifier's top-1 on the original.",
+        ),
+    ] = None,
     fid_dims: Annotated[
         int,
         typer.Option(
@@ -214,6 +226,7 @@ def bench(
         box_scale=box_scale,
         recognizer=recognizer,
         classifier=classifier,
+        class_labels=class_labels,
         fid_dims=fid_dims,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
     )

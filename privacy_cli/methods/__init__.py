@@ -24,6 +24,9 @@ class MethodEntry:
     summary: str
     #: True for methods made for the whole image (stylize): the bench applies them to the whole image
     whole_image: bool = False
+    #: True for methods whose command covers the whole image when it has no region source (perturb):
+    #: the bench does the same when it has no regions (``--detect none``), else applies them inside
+    whole_image_default: bool = False
 
 
 _METHODS: dict[str, MethodEntry] = {}
@@ -39,13 +42,14 @@ _METHOD_MODULES = {
 
 
 def register_method(
-    name: str, summary: str = "", whole_image: bool = False
+    name: str, summary: str = "", whole_image: bool = False, whole_image_default: bool = False
 ) -> Callable[[MethodFn], MethodFn]:
-    """Register ``fn(image, mask, **opts)`` under ``name`` (``whole_image``: see :class:`MethodEntry`)."""
+    """Register ``fn(image, mask, **opts)`` under ``name`` (``whole_image``, ``whole_image_default``:
+    see :class:`MethodEntry`)."""
 
     def deco(fn: MethodFn) -> MethodFn:
         doc = summary or (fn.__doc__ or "").strip().split("\n")[0]
-        _METHODS[name] = MethodEntry(name, fn, doc, whole_image)
+        _METHODS[name] = MethodEntry(name, fn, doc, whole_image, whole_image_default)
         return fn
 
     return deco
@@ -64,6 +68,12 @@ def is_whole_image(name: str) -> bool:
     """True when method ``name`` is made for the whole image (registered with ``whole_image=True``)."""
     get_method(name)
     return _METHODS[name].whole_image
+
+
+def is_whole_image_default(name: str) -> bool:
+    """True when method ``name`` covers the whole image without a region source (``whole_image_default``)."""
+    get_method(name)
+    return _METHODS[name].whole_image_default
 
 
 def list_methods() -> list[str]:

@@ -168,7 +168,9 @@ def apply_uap(
 
 
 @register_method(
-    "perturb", "adversarial perturbation (FGSM/PGD/UAP) against classifiers, detectors, recognisers"
+    "perturb",
+    "adversarial perturbation (FGSM/PGD/UAP) against classifiers, detectors, recognisers",
+    whole_image_default=True,
 )
 def perturb(
     image: np.ndarray,
