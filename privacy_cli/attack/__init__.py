@@ -42,7 +42,7 @@ class Target(Protocol):
 
 TargetFactory = Callable[..., Target]
 _FACTORIES: dict[str, tuple[TargetFactory, str]] = {}
-_TARGET_MODULES = ["privacy_cli.attack.targets"]
+_TARGET_MODULES = ["privacy_cli.attack.targets", "privacy_cli.attack.recognisers"]
 _INSTANCES: dict[tuple, Target] = {}
 
 

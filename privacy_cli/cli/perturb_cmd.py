@@ -136,7 +136,8 @@ perturb = image_command(
                     "--target",
                     "-t",
                     help="Machines to fool, comma separated: mtcnn (face detector), dlib-resnet (face "
-                    "recogniser), places365-resnet50, imagenet-resnet50 (classifiers; need weights).",
+                    "recogniser), facenet-vggface2, arcface-ir-se50 (face recognisers; need weights), "
+                    "places365-resnet50, imagenet-resnet50 (classifiers; need weights).",
                 ),
             ],
             "mtcnn",
