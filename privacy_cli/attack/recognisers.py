@@ -115,18 +115,6 @@ class RecogniserTarget:
         self.margin = float(margin)
         self.embedder = get_embedder(EMBEDDER[name], self.device)  # WeightsError naming the fetch command
 
-    def _matrix(self, face: Any) -> np.ndarray:
-        """The (2, 3) image -> crop map of the ArcFace embedder for ``face``."""
-        from ..bench.privacy import ARCFACE_TEMPLATE, similarity_transform
-
-        s = self.embedder.crop_size
-        if face.landmarks is not None:
-            return similarity_transform(face.landmarks, ARCFACE_TEMPLATE * (s / 112.0))
-        x0, y0, x1, y1 = face.box
-        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.3 * max(x1 - x0, y1 - y0)
-        scale = s / side
-        return np.array([[scale, 0, s / 2 - cx * scale], [0, scale, s / 2 - cy * scale]], np.float64)
-
     def crops(self, x: torch.Tensor, faces: list[Any]) -> torch.Tensor:
         """(N, 3, S, S) crops in [0, 1] of ``faces`` from ``x`` (1, 3, H, W) in [0, 255], as the
         recogniser cuts them, with gradients."""
@@ -134,7 +122,7 @@ class RecogniserTarget:
         if self.name == "facenet-vggface2":
             out = [facenet_crop(x[0], f.box, s) for f in faces]
         else:
-            out = [affine_crop(x[0], self._matrix(f), s) for f in faces]
+            out = [affine_crop(x[0], self.embedder.matrix(f), s) for f in faces]
         return torch.stack(out) / 255.0
 
     def embed_t(self, x: torch.Tensor, faces: list[Any]) -> torch.Tensor:

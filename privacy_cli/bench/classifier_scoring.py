@@ -25,7 +25,6 @@ load_class_labels`) the numbers are accuracies; without, the classifier's top-1 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,15 +33,13 @@ import numpy as np
 from ..errors import InputError, UsageError, WeightsError
 from .originals import _Original
 from .scheduling import _as_unavailable
+from .specs import CLASSIFIER_METRICS
+from .specs import CLASSIFIER_VIEWS as VIEWS
 
-#: view name -> metric suffix; "" is the classifier's own preprocessing only
-VIEWS: tuple[str, ...] = ("", "rescaled", "jpeg95", "jpeg75")
-#: every classifier metric, by view
-CLASSIFIER_METRICS: dict[str, tuple[str, str]] = {
-    v: (f"top1_change{'_' + v if v else ''}", f"top5_change{'_' + v if v else ''}") for v in VIEWS
-}
 #: extra scaling and cropping of the ``rescaled`` view: scale factor, kept centre fraction per side
 RESCALE, CROP_KEEP = 0.8, 0.9
+#: how reports name each view
+VIEW_LABELS = {"": "plain", "rescaled": "rescaled+cropped", "jpeg95": "JPEG q95", "jpeg75": "JPEG q75"}
 
 
 def classifier_view(rgb: np.ndarray, view: str) -> np.ndarray:
@@ -52,8 +49,8 @@ def classifier_view(rgb: np.ndarray, view: str) -> np.ndarray:
 
     if view == "":
         return rgb
-    im = Image.fromarray(rgb)
     if view == "rescaled":
+        im = Image.fromarray(rgb)
         w, h = im.size
         im = im.resize((max(1, round(w * RESCALE)), max(1, round(h * RESCALE))), Image.BILINEAR)
         w, h = im.size
@@ -61,11 +58,9 @@ def classifier_view(rgb: np.ndarray, view: str) -> np.ndarray:
         x0, y0 = (w - cw) // 2, (h - ch) // 2
         return np.asarray(im.crop((x0, y0, x0 + cw, y0 + ch)))
     if view.startswith("jpeg"):
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=int(view[4:]), subsampling=2)
-        buf.seek(0)
-        with Image.open(buf) as dec:
-            return np.asarray(dec.convert("RGB"))
+        from ..methods.perturb import jpeg_roundtrip
+
+        return jpeg_roundtrip(rgb, int(view[4:]), subsampling=2)
     raise UsageError(f"unknown classifier view {view!r}; known: {', '.join(v or 'plain' for v in VIEWS)}")
 
 

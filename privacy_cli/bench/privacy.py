@@ -386,18 +386,23 @@ class ArcFaceEmbedder(_TorchEmbedder):
     name, dim, library = "arcface", 512, "privpix IR-SE50 (pSp / TreB1eN ArcFace)"
     crop_size = 112
 
+    def matrix(self, face: Face) -> np.ndarray:
+        """The (2, 3) map from image to crop pixels for ``face``: the 5-point similarity onto the
+        template, or a 1.3x square around the box when the face has no landmarks."""
+        s = self.crop_size
+        if face.landmarks is not None:
+            return similarity_transform(face.landmarks, ARCFACE_TEMPLATE * (s / 112.0))
+        x0, y0, x1, y1 = face.box
+        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.3 * max(x1 - x0, y1 - y0)
+        scale = s / side
+        return np.array([[scale, 0, s / 2 - cx * scale], [0, scale, s / 2 - cy * scale]], np.float64)
+
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         import cv2
 
         s = self.crop_size
-        if face.landmarks is not None:
-            m = similarity_transform(face.landmarks, ARCFACE_TEMPLATE * (s / 112.0))
-            return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        x0, y0, x1, y1 = face.box
-        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.3 * max(x1 - x0, y1 - y0)
-        scale = s / side
-        m = np.array([[scale, 0, s / 2 - cx * scale], [0, scale, s / 2 - cy * scale]], np.float64)
-        return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+        flags = cv2.INTER_LINEAR if face.landmarks is not None else cv2.INTER_AREA
+        return cv2.warpAffine(image, self.matrix(face), (s, s), flags=flags, borderMode=cv2.BORDER_CONSTANT)
 
     def forward(self, crops: Any) -> Any:
         from ..models.irse import face_embedding

@@ -327,7 +327,7 @@ def _md_cell(r: Any) -> str:
 
 def _paper002_md(result: BenchResult) -> list[str]:
     """Paper 002's Table 1 layout: top-1 / top-5 before and after, per view of the image."""
-    from .classifier_scoring import CLASSIFIER_METRICS
+    from .classifier_scoring import CLASSIFIER_METRICS, CROP_KEEP, RESCALE, VIEW_LABELS
 
     views = [(v, a, b) for v, (a, b) in CLASSIFIER_METRICS.items()]
     views = [
@@ -335,7 +335,7 @@ def _paper002_md(result: BenchResult) -> list[str]:
     ]
     if not views:
         return []
-    label = {"": "plain", "rescaled": "rescaled+cropped", "jpeg95": "JPEG q95", "jpeg75": "JPEG q75"}
+    label = VIEW_LABELS
     kinds = {
         r.extra.get("labels")
         for m in result.methods
@@ -371,7 +371,8 @@ def _paper002_md(result: BenchResult) -> list[str]:
         "## Pixel Privacy Table 1 (paper 002)",
         "",
         f"_{result.config.classifier}: top-1 / top-5 {what}; each view is applied to originals and outputs "
-        "alike (rescaled+cropped: 0.8x and the centre 90% per side; JPEG: a 4:2:0 re-encode)_",
+        f"alike (rescaled+cropped: {RESCALE}x and the centre {CROP_KEEP:.0%} per side; JPEG: a 4:2:0 "
+        "re-encode)_",
         "",
         _md_table(header, rows),
         "",

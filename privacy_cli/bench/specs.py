@@ -29,18 +29,14 @@ QUALITY_REGION = (
 #: ERASER Table 3 (content difference inside the region); names as in the paper, lower case
 CONTENT = ("content_mae", "fm", "adv", "pl_v", "pl_r")
 PRIVACY = ("identity_similarity", "deid_rate", "reid_rank1")
-#: paper 002's Table 1: classifier top-1/top-5 change, plain and in three views of the image (after
-#: extra scaling and cropping, after JPEG q95 and q75; see :mod:`privacy_cli.bench.classifier_scoring`)
-CLASSIFIER = (
-    "top1_change",
-    "top5_change",
-    "top1_change_rescaled",
-    "top5_change_rescaled",
-    "top1_change_jpeg95",
-    "top5_change_jpeg95",
-    "top1_change_jpeg75",
-    "top5_change_jpeg75",
-)
+#: paper 002's Table 1: views of the image a classifier is scored in ("" = its own preprocessing
+#: only; then after extra scaling and cropping, after JPEG q95 and q75; see
+#: :mod:`privacy_cli.bench.classifier_scoring`), and the top-1/top-5 change metrics of each view
+CLASSIFIER_VIEWS = ("", "rescaled", "jpeg95", "jpeg75")
+CLASSIFIER_METRICS: dict[str, tuple[str, str]] = {
+    v: (f"top1_change{'_' + v if v else ''}", f"top5_change{'_' + v if v else ''}") for v in CLASSIFIER_VIEWS
+}
+CLASSIFIER = tuple(n for pair in CLASSIFIER_METRICS.values() for n in pair)
 UTILITY = ("detect_rate_dlib", "detect_rate_mtcnn") + CLASSIFIER
 ALL_METRICS = QUALITY + QUALITY_REGION + CONTENT + PRIVACY + UTILITY
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {

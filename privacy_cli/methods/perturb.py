@@ -53,12 +53,16 @@ def jpeg_params(quality: int) -> dict[str, int]:
     return {"quality": int(quality), "subsampling": 0 if int(quality) >= 90 else 2}
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> what privpix's JPEG at ``quality`` decodes to."""
+def jpeg_roundtrip(image: np.ndarray, quality: int, subsampling: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 -> what privpix's JPEG at ``quality`` decodes to (``subsampling``: Pillow's
+    chroma setting, 0 = 4:4:4, 2 = 4:2:0; None = privpix's own, :func:`jpeg_params`)."""
     from PIL import Image
 
+    params = jpeg_params(quality)
+    if subsampling is not None:
+        params["subsampling"] = int(subsampling)
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", **jpeg_params(quality))
+    Image.fromarray(image).save(buf, "JPEG", **params)
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"))
