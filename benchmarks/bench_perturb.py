@@ -16,6 +16,15 @@ faces: privacy measured by attacks on faces-id photos after `perturb` (encoded a
 
 --per-identity takes the first photo of each identity (the subset tests/test_perturb_faces.py uses
 with --limit 6) instead of the first rows of identities.csv.
+
+schedule: MTCNN evasion of one photo under an epsilon schedule (docs/methods.md, "Sixth round"):
+       PGD-L2 steps with perturb's own objective (whole grey levels, the real JPEG q95 forward and the
+       differentiable JPEG backward) under a PSNR floor, --hold steps at --start, then the L-inf
+       bound shrunk linearly to --epsilon over --shrink steps, then --final steps there; judged
+       every 10 steps at --epsilon by privpix's own check on the JPEG q95 the command would save.
+
+    python benchmarks/bench_perturb.py schedule --photo img1.jpg --start 12 --hold 40 --shrink 30 --final 60
+    python benchmarks/bench_perturb.py schedule --photo img1.jpg --side 0 --final 90
 """
 
 from __future__ import annotations
@@ -139,6 +148,66 @@ def faces(args: argparse.Namespace) -> dict:
             "side": args.side, "files": names, "summary": summary}  # fmt: skip
 
 
+def schedule(args: argparse.Namespace) -> dict:
+    import torch
+
+    from privacy_cli.attack import get_target
+    from privacy_cli.methods.perturb import _jpeg_ste, _to_uint8, jpeg_roundtrip, psnr
+
+    torch.set_num_threads(args.threads)
+    img = jpeg_roundtrip(_photo(args.photo, side=args.side or None), 95)  # the inputs are JPEGs too
+    t = get_target("mtcnn", "cpu")
+    st = t.setup(img)
+    x0 = torch.from_numpy(np.array(img, np.float32)).permute(2, 0, 1)[None]
+    mse_cap = 255.0**2 / 10 ** (args.min_psnr / 10) - 1 / 12
+    delta = torch.rand(x0.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    bounds = (
+        [args.start] * args.hold
+        + list(np.linspace(args.start, args.epsilon, args.shrink + 1)[1:])
+        + [args.epsilon] * args.final
+    )
+    rows, t0 = [], time.process_time()
+    for i, eps in enumerate(bounds):
+        lim = int(np.floor(eps))
+        delta.requires_grad_(True)
+        x = (x0 + delta).clamp(0, 255)
+        x = x + (x0 + (x - x0).round().clamp(-lim, lim) - x).detach()
+        loss = t.loss(_jpeg_ste(x, 95), st)
+        lv = float(loss.detach())
+        with torch.no_grad():
+            if lv > 0:
+                (grad,) = torch.autograd.grad(loss, delta)
+                step = (
+                    args.step
+                    if i < len(bounds) - args.final
+                    else max(args.step * 0.75 ** ((i - len(bounds) + args.final) // 30 + 1), 0.25)
+                )
+                delta = delta - step * grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
+            delta = delta.detach().clamp(-eps, eps)
+            delta = (x0 + delta).clamp(0, 255) - x0
+            mse = float(delta.pow(2).mean())
+            if mse > mse_cap:
+                delta = delta * (mse_cap / mse) ** 0.5
+        if eps <= args.epsilon and (i % 10 == 9 or lv == 0):
+            seen = jpeg_roundtrip(_to_uint8(x0, delta, int(args.epsilon)), 95)
+            verdict = t.judge(seen, st)
+            rows.append(
+                {
+                    "step": i + 1,
+                    "loss": round(lv, 3),
+                    "evaded": verdict["success"],
+                    "face_left": round(t.threshold - verdict["margin"], 3)
+                    if not verdict["success"]
+                    else None,
+                    "psnr": round(psnr(img, seen), 2),
+                    "cpu_s": round(time.process_time() - t0, 1),
+                }
+            )
+            if verdict["success"]:
+                break
+    return {"photo": args.photo, "size": list(img.shape[1::-1]), "runs": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -156,8 +225,20 @@ def main() -> None:
     f.add_argument("--eot", action="store_true")
     f.add_argument("--min-psnr", type=float, default=None, help="perturb's PSNR floor (dB)")
     f.add_argument("--per-identity", action="store_true", help="the first photo of each identity")
+    c = sub.add_parser("schedule")
+    c.add_argument("--photo", default="img1.jpg")
+    c.add_argument("--side", type=int, default=512, help="longer side; 0 = full resolution")
+    c.add_argument("--epsilon", type=float, default=8)
+    c.add_argument("--start", type=float, default=8, help="epsilon of the first --hold steps")
+    c.add_argument("--hold", type=int, default=0)
+    c.add_argument("--shrink", type=int, default=0)
+    c.add_argument("--final", type=int, default=60)
+    c.add_argument("--step", type=float, default=0.67, help="grey levels RMS per step")
+    c.add_argument("--min-psnr", type=float, default=35.3)
+    c.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    print(json.dumps(speed(args) if args.mode == "speed" else faces(args), indent=1))
+    modes = {"speed": speed, "faces": faces, "schedule": schedule}
+    print(json.dumps(modes[args.mode](args), indent=1))
 
 
 if __name__ == "__main__":

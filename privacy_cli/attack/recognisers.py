@@ -141,8 +141,7 @@ class RecogniserTarget:
         """Sum over faces of ``relu(cos - (threshold - margin))`` at the original place and at
         ``JITTER_SAMPLES`` jittered ones (:func:`jittered`, ``JITTER`` of the face size): the judge
         detects the faces again on the output, a few pixels away, and a crop-exact attack does not
-        survive that move (ArcFace with random weights on a faces-id photo: cosine 0.08 at the
-        original place, 0.53 where MTCNN found the face again)."""
+        survive that move (the places the judge last matched are attacked too, see :meth:`judge`)."""
         if not state.faces:
             return x.sum() * 0.0
         places = list(state.faces)
